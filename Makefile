@@ -1,0 +1,66 @@
+# Omni developer entry points. Everything installs itself into .venv/ on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.omni-installed
+PROTO_STAMP := gen/.stamp
+PROTOS := $(shell find protos -name '*.proto' -not -path 'protos/.deps/*' 2>/dev/null)
+
+.PHONY: help venv protos run test lint contracts typecheck pytest bench images clean
+
+help:
+	@echo "make run    - start the whole platform locally (Ctrl-C stops it)"
+	@echo "make test   - lint, contract lint, type check, unit + integration tests, chart checks"
+	@echo "make bench  - run the benchmarks, results in bench/results/latest.json"
+	@echo "make protos - regenerate Python stubs into gen/ (git-ignored)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Code generation needs only grpcio-tools and the googleapis protos; the project itself is
+# installed after the stubs exist so that the editable install maps the generated package.
+$(PROTO_STAMP): $(BIN)/python $(PROTOS) libs/omni_runtime/devtools/protos.py
+	$(BIN)/pip install --quiet "grpcio-tools>=1.66" "mypy-protobuf>=3.6" "googleapis-common-protos>=1.63" "buf-bin>=1.40"
+	PYTHONPATH=libs $(PY) -m omni_runtime.devtools.protos generate
+	@touch $@
+
+$(STAMP): $(PROTO_STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+protos: $(PROTO_STAMP)
+
+run: $(STAMP)
+	$(BIN)/omni dev up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+contracts: $(STAMP)
+	$(BIN)/omni protos lint
+	$(BIN)/omni protos breaking
+
+typecheck: $(STAMP)
+	$(BIN)/mypy libs/omni_runtime
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint contracts typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+images:
+	@command -v docker >/dev/null || { echo "make images needs a Docker engine"; exit 1; }
+	for d in services/*/Dockerfile; do s=$$(basename $$(dirname $$d)); \
+	  docker build -f $$d -t omni/$$s:dev . || exit 1; done
+
+clean:
+	rm -rf gen protos/.deps $(VENV) .pytest_cache .mypy_cache .ruff_cache
