@@ -1,0 +1,1 @@
+"""pytest plugin with Omni's shared fixtures (embedded PostgreSQL, NATS, in-process services)."""
