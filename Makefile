@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.omni-installed
 PROTO_STAMP := gen/.stamp
-PROTOS := $(shell find protos -name '*.proto' -not -path 'protos/.deps/*' 2>/dev/null)
+PROTOS := $(shell find protos tests/protos -name '*.proto' -not -path 'protos/.deps/*' 2>/dev/null)
 
 .PHONY: help venv protos run test lint contracts typecheck pytest bench images clean
 

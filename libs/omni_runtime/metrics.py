@@ -17,9 +17,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 _GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
 
-SERVER_STARTED = Counter(
-    "grpc_server_started_total", "RPCs started on the server.", _GRPC_LABELS
-)
+SERVER_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _GRPC_LABELS)
 SERVER_HANDLED = Counter(
     "grpc_server_handled_total",
     "RPCs completed on the server, regardless of success or failure.",
@@ -36,7 +34,9 @@ SERVER_MSG_RECEIVED = Counter(
 )
 SERVER_MSG_SENT = Counter("grpc_server_msg_sent_total", "Stream messages sent by the server.", _GRPC_LABELS)
 
-CLIENT_STARTED = Counter("grpc_client_started_total", "RPCs started by this process as a client.", _GRPC_LABELS)
+CLIENT_STARTED = Counter(
+    "grpc_client_started_total", "RPCs started by this process as a client.", _GRPC_LABELS
+)
 CLIENT_HANDLED = Counter(
     "grpc_client_handled_total",
     "RPCs completed by this process as a client.",

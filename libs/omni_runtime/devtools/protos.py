@@ -17,6 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 PROTOS = ROOT / "protos"
 DEPS = PROTOS / ".deps"
+# Test-only contracts (the runtime's probe service): compiled into gen/ beside the product's
+# contracts but never part of the public API, so not linted or checked for breaking changes.
+TEST_PROTOS = ROOT / "tests" / "protos"
 GEN = ROOT / "gen"
 DESCRIPTOR_SET = GEN / "omni" / "descriptors.binpb"
 # The googleapis protos our contracts import; they ship inside googleapis-common-protos.
@@ -50,6 +53,12 @@ def _own_protos() -> list[str]:
     return sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto") if ".deps" not in p.parts)
 
 
+def _test_protos() -> list[str]:
+    if not TEST_PROTOS.is_dir():
+        return []
+    return sorted(str(p.relative_to(TEST_PROTOS)) for p in TEST_PROTOS.rglob("*.proto"))
+
+
 def generate() -> None:
     """Generate message, gRPC and mypy stubs plus one descriptor set into gen/."""
     from grpc_tools import protoc
@@ -60,9 +69,11 @@ def generate() -> None:
     GEN.mkdir()
     well_known = Path(protoc.__file__).parent / "_proto"
     files = _own_protos()
+    test_files = _test_protos()
     args = [
         "protoc",
         f"-I{PROTOS}",
+        *([f"-I{TEST_PROTOS}"] if test_files else []),
         f"-I{DEPS}",
         f"-I{well_known}",
         f"--python_out={GEN}",
@@ -73,6 +84,7 @@ def generate() -> None:
         "--include_imports",
         "--include_source_info",
         *files,
+        *test_files,
     ]
     DESCRIPTOR_SET.parent.mkdir(parents=True, exist_ok=True)
     # protoc finds the mypy plugins on PATH; they live beside this interpreter.
@@ -87,7 +99,7 @@ def generate() -> None:
     for directory in [GEN / "omni", *(p for p in (GEN / "omni").rglob("*") if p.is_dir())]:
         (directory / "__init__.py").touch()
     (GEN / "omni" / "py.typed").touch()
-    print(f"generated stubs for {len(files)} proto files into {GEN.relative_to(ROOT)}/")
+    print(f"generated stubs for {len(files) + len(test_files)} proto files into {GEN.relative_to(ROOT)}/")
 
 
 def lint() -> None:

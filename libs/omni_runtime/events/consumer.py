@@ -1,0 +1,201 @@
+"""Durable, idempotent JetStream consumers.
+
+A handler runs inside a database transaction that also records the event id in
+``omni_processed_events``; the message is acknowledged only after that transaction commits.
+A redelivered event (the ack was lost, or another replica raced) finds its id already there
+and is acknowledged without running the handler again. A handler that fails is retried with
+backoff up to ``max_deliver`` times, then terminated and logged for an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import api
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from omni_runtime import metrics, tracing
+from omni_runtime.db.engine import Database
+from omni_runtime.db.schema import processed_events
+from omni_runtime.events.bus import EventBus, service_of_subject
+from omni_runtime.events.outbox import EVENT_TYPE_HEADER, MSG_ID_HEADER
+
+log = logging.getLogger("omni.consumer")
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A received event: its id, subject, protobuf type name and raw payload."""
+
+    id: str
+    subject: str
+    event_type: str
+    payload: bytes
+    headers: dict[str, str]
+    delivery: int
+
+    def decode(self, message_type: type[M]) -> M:
+        message = message_type()
+        message.ParseFromString(self.payload)
+        return message
+
+
+Handler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+
+class EventConsumer:
+    """One durable pull consumer of one producer's stream, filtered to some subjects."""
+
+    def __init__(
+        self,
+        service: str,
+        name: str,
+        subjects: list[str],
+        handler: Handler,
+        db: Database,
+        bus: EventBus,
+        *,
+        batch: int = 32,
+        max_deliver: int = 10,
+        ack_wait: float = 30.0,
+        backoff: tuple[float, ...] = (0.2, 1.0, 5.0, 15.0, 30.0),
+    ) -> None:
+        producers = {service_of_subject(s) for s in subjects}
+        if len(producers) != 1:
+            raise ValueError("a consumer reads one producer's stream; split subjects across consumers")
+        self.producer = producers.pop()
+        self.service = service
+        self.name = name
+        self.durable = f"{service}-{name}"
+        self.subjects = subjects
+        self.handler = handler
+        self.db = db
+        self.bus = bus
+        self.batch = batch
+        self.max_deliver = max_deliver
+        self.ack_wait = ack_wait
+        self.backoff = backoff
+
+    async def _subscribe(self) -> object:
+        stream = await self.bus.ensure_stream(self.producer)
+        config = api.ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            filter_subjects=self.subjects,
+            max_ack_pending=1000,
+        )
+        # add_consumer creates or updates, so a changed subject list takes effect on deploy.
+        await self.bus.js.add_consumer(stream, config=config)
+        return await self.bus.js.pull_subscribe_bind(durable=self.durable, stream=stream)
+
+    async def run(self) -> None:
+        """Fetch and handle events until cancelled; survives NATS and database outages."""
+        sub = None
+        last_lag = 0.0
+        while True:
+            try:
+                if sub is None:
+                    await self.bus.wait_connected()
+                    sub = await self._subscribe()
+                try:
+                    messages = await sub.fetch(self.batch, timeout=1.0)  # type: ignore[attr-defined]
+                except NatsTimeoutError:
+                    messages = []
+                for msg in messages:
+                    await self.handle(msg)
+                if time.monotonic() - last_lag > 5.0:
+                    info = await sub.consumer_info()  # type: ignore[attr-defined]
+                    metrics.CONSUMER_PENDING.labels(self.service, self.name).set(info.num_pending or 0)
+                    last_lag = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer %s paused: %s", self.durable, exc)
+                sub = None
+                await asyncio.sleep(1.0)
+
+    async def handle(self, msg: Msg) -> None:
+        headers = dict(msg.headers or {})
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        event = Event(
+            id=headers.get(MSG_ID_HEADER, ""),
+            subject=msg.subject,
+            event_type=headers.get(EVENT_TYPE_HEADER, ""),
+            payload=msg.data,
+            headers=headers,
+            delivery=delivered,
+        )
+        token = otel_context.attach(tracing.extract_from_headers(headers))  # type: ignore[arg-type]
+        start = time.perf_counter()
+        try:
+            with tracing.tracer("omni.events").start_as_current_span(
+                f"{msg.subject} process",
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.destination.name": msg.subject,
+                    "messaging.message.id": event.id,
+                    "messaging.consumer.group.name": self.durable,
+                },
+            ):
+                outcome = await self._process(event)
+            await msg.ack()
+        except Exception as exc:
+            outcome = "failed"
+            if delivered >= self.max_deliver:
+                log.error(
+                    "event %s on %s failed %d times; giving up",
+                    event.id,
+                    msg.subject,
+                    delivered,
+                    exc_info=exc,
+                    extra={"event_id": event.id, "consumer": self.durable},
+                )
+                await msg.term()
+            else:
+                delay = self.backoff[min(delivered - 1, len(self.backoff) - 1)]
+                log.warning(
+                    "event %s on %s failed (delivery %d), retrying in %.1fs: %s",
+                    event.id,
+                    msg.subject,
+                    delivered,
+                    delay,
+                    exc,
+                    extra={"event_id": event.id, "consumer": self.durable},
+                )
+                await msg.nak(delay=delay)
+        finally:
+            otel_context.detach(token)
+        metrics.CONSUMER_HANDLED.labels(self.service, self.name, outcome).inc()
+        metrics.CONSUMER_HANDLING_SECONDS.labels(self.service, self.name).observe(time.perf_counter() - start)
+
+    async def _process(self, event: Event) -> str:
+        if not event.id:
+            raise ValueError(f"event on {event.subject} has no {MSG_ID_HEADER} header")
+        async with self.db.transaction() as session:
+            inserted = await session.execute(
+                insert(processed_events)
+                .values(consumer=self.durable, event_id=event.id)
+                .on_conflict_do_nothing()
+                .returning(processed_events.c.event_id)
+            )
+            if inserted.first() is None:
+                return "duplicate"
+            await self.handler(session, event)
+        return "processed"

@@ -1,0 +1,114 @@
+"""Authentication and authorization of every call, driven by the contract.
+
+Each RPC declares ``option (omni.type.v1.auth)``; this stage reads it from the descriptor
+pool, verifies the bearer token, checks the caller's roles grant the permission and, for
+customer-scoped grants, that the resource named in the request belongs to the caller. A
+method without the option is refused: forgetting to declare a rule must not open a door.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from omni.type.v1 import auth_pb2
+
+from omni_runtime import names
+from omni_runtime.auth.permissions import Scope, current_scope, grant
+from omni_runtime.auth.tokens import TokenVerifier
+from omni_runtime.context import ANONYMOUS, Principal, current_principal
+from omni_runtime.errors import PermissionDenied, Unauthenticated
+from omni_runtime.interceptors.base import CallInfo, Stage, is_infrastructure, metadata_dict
+
+
+@lru_cache(maxsize=1024)
+def method_auth(full_method: str) -> auth_pb2.MethodAuth | None:
+    """The auth rule of ``/pkg.Service/Method`` from the compiled contracts, or None."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    try:
+        desc = descriptor_pool.Default().FindMethodByName(f"{service}.{method}")
+    except KeyError:
+        return None
+    options = desc.GetOptions()
+    if not options.HasExtension(auth_pb2.auth):
+        return None
+    return options.Extensions[auth_pb2.auth]
+
+
+def field_value(message: Any, path: str) -> str:
+    value = message
+    for part in path.split("."):
+        value = getattr(value, part, "")
+    return value if isinstance(value, str) else ""
+
+
+def bearer_token(meta: dict[str, str]) -> str | None:
+    header = meta.get("authorization", "")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_MALFORMED")
+    return token.strip()
+
+
+class AuthStage(Stage):
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.verifier = verifier
+
+    def applies(self, info: CallInfo) -> bool:
+        return not is_infrastructure(info)
+
+    async def authorize(
+        self, info: CallInfo, meta: dict[str, str], request: Any | None
+    ) -> tuple[Principal, Scope]:
+        rule = method_auth(info.full_method)
+        if rule is None:
+            raise PermissionDenied(
+                f"{info.full_method} declares no authorization rule", reason="NO_AUTH_RULE"
+            )
+        token = bearer_token(meta)
+        if token is None:
+            if rule.public:
+                return ANONYMOUS, Scope.ALL
+            raise Unauthenticated("this call needs a bearer access token", reason="TOKEN_MISSING")
+        principal = await self.verifier.verify(token)
+        if rule.public:
+            return principal, Scope.ALL
+        scope = grant(principal.roles, rule.permission)
+        if scope is None:
+            raise PermissionDenied(
+                f"the caller's roles do not grant {rule.permission}",
+                reason="MISSING_PERMISSION",
+                metadata={"permission": rule.permission},
+            )
+        if scope is Scope.SELF:
+            target = (
+                field_value(request, rule.resource_field)
+                if rule.resource_field and request is not None
+                else ""
+            )
+            if not target or names.customer_of(target) != principal.subject:
+                raise PermissionDenied(
+                    "a customer may act only on their own resources",
+                    reason="NOT_OWNER",
+                    metadata={"permission": rule.permission},
+                )
+        return principal, scope
+
+    @contextlib.asynccontextmanager
+    async def scope(
+        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
+    ) -> AsyncIterator[None]:
+        principal, scope = await self.authorize(info, metadata_dict(context), request)
+        principal_token = current_principal.set(principal)
+        scope_token = current_scope.set(scope)
+        try:
+            yield
+        finally:
+            current_scope.reset(scope_token)
+            current_principal.reset(principal_token)
