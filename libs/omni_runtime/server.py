@@ -140,9 +140,10 @@ class ServiceHost:
 
     async def start(self) -> int:
         settings = self.settings
+        # Tracing is always on (idempotent per process): trace ids tie logs and errors to calls.
+        tracing.configure_tracing(settings.service, settings.version)
         if self.configure_process:
             configure_logging(settings.service, settings.log_level)
-            tracing.configure_tracing(settings.service, settings.version)
             if settings.metrics_port:
                 metrics.serve_metrics(settings.metrics_port)
         metrics.BUILD_INFO.labels(settings.service, settings.version).set(1)

@@ -5,7 +5,8 @@ permissions to roles with a scope:
 - ``ALL``: any resource;
 - ``STORE``: resources of the caller's own store (checked by the domain, which knows where an
   order is picked up or which location a stock level belongs to; see ``require_store``);
-- ``SELF``: only resources under ``customers/{the caller's own id}`` (checked by the runtime).
+- ``SELF``: only the caller's own resources: its own name (``customers/c1``,
+  ``staffMembers/s1``) or anything beneath it (checked by the runtime).
 Patterns use ``*`` as a wildcard over the dotted name.
 """
 
@@ -43,12 +44,14 @@ _CATALOGUE = (
 # What a customer (or a guest, who is a customer not yet registered) may do to their own data.
 _OWN_DATA = (
     ("identity.customers.get", SELF),
-    ("identity.customers.upgrade", SELF),
+    ("identity.customers.update", SELF),
+    ("identity.credentials.update", ALL),  # ChangePassword acts on the caller only
     ("identity.identifiers.*", SELF),
     ("identity.sessions.*", SELF),
     ("profile.profiles.get", SELF),
     ("profile.profiles.update", SELF),
     ("profile.profiles.export", SELF),
+    ("profile.customerViews.get", SELF),
     ("profile.addresses.*", SELF),
     ("profile.interactions.create", SELF),
     ("profile.interactions.list", SELF),
@@ -56,7 +59,9 @@ _OWN_DATA = (
     ("cart.orders.get", SELF),
     ("cart.orders.list", SELF),
     ("cart.orders.cancel", SELF),
-    ("preferences.preferences.*", SELF),
+    ("preferences.preferences.get", SELF),
+    ("preferences.preferences.update", SELF),
+    ("preferences.preferences.decide", SELF),
     ("preferences.consents.*", SELF),
     ("preferences.consentEvents.list", SELF),
     ("messaging.conversations.get", SELF),
@@ -68,17 +73,32 @@ _OWN_DATA = (
     ("inventory.stockSubscriptions.*", SELF),
 )
 
+# Every member of staff manages their own sessions and password.
+_STAFF_SELF = (
+    ("identity.sessions.*", SELF),
+    ("identity.credentials.update", ALL),
+    ("identity.staffMembers.get", SELF),
+)
+
 ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
     "customer": (*_CATALOGUE, *_OWN_DATA, ("identity.customers.erase", SELF)),
     "guest": (*_CATALOGUE, *_OWN_DATA),
     # Call-center and chat agents: read every customer, work their conversations and carts.
     "agent": (
         *_CATALOGUE,
+        *_STAFF_SELF,
         ("identity.customers.get", ALL),
-        ("identity.customers.list", ALL),
         ("identity.identities.resolve", ALL),
         ("identity.identifiers.list", ALL),
-        ("profile.*", ALL),
+        ("identity.identifiers.link", ALL),
+        ("profile.profiles.get", ALL),
+        ("profile.profiles.update", ALL),
+        ("profile.profiles.merge", ALL),
+        ("profile.customerViews.get", ALL),
+        ("profile.addresses.*", ALL),
+        ("profile.interactions.*", ALL),
+        ("profile.segments.get", ALL),
+        ("profile.segments.list", ALL),
         ("cart.carts.*", ALL),
         ("cart.orders.*", ALL),
         ("cart.promotions.get", ALL),
@@ -92,6 +112,7 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
     # A store associate works at one store: its orders, its stock, its customers at the till.
     "store_associate": (
         *_CATALOGUE,
+        *_STAFF_SELF,
         ("identity.customers.get", ALL),
         ("identity.identities.resolve", ALL),
         ("profile.profiles.get", ALL),
@@ -109,6 +130,7 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
     ),
     "marketer": (
         *_CATALOGUE,
+        *_STAFF_SELF,
         ("profile.segments.*", ALL),
         ("profile.profiles.get", ALL),
         ("preferences.customers.listOptedIn", ALL),

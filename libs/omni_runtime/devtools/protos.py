@@ -133,9 +133,24 @@ def breaking(against: str | None) -> None:
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         old = Path(tmp) / "protos"
         shutil.copytree(DEPS, old / ".deps", dirs_exist_ok=True)
-        image = Path(tmp) / "against.binpb"
-        subprocess.run([_buf(), "build", "-o", str(image)], cwd=old, check=True)
-        subprocess.run([_buf(), "breaking", "--against", str(image)], cwd=PROTOS, check=True)
+        # Compare image to image: a workspace input has one image per module, an image has one.
+        against = Path(tmp) / "against.binpb"
+        current = Path(tmp) / "current.binpb"
+        subprocess.run([_buf(), "build", "-o", str(against)], cwd=old, check=True)
+        subprocess.run([_buf(), "build", "-o", str(current)], cwd=PROTOS, check=True)
+        subprocess.run(
+            [
+                _buf(),
+                "breaking",
+                str(current),
+                "--against",
+                str(against),
+                "--config",
+                str(PROTOS / "buf.yaml"),
+            ],
+            cwd=PROTOS,
+            check=True,
+        )
     print(f"buf breaking against {ref}: compatible")
 
 

@@ -8,6 +8,7 @@ producer's relay or a consumer), so services can start in any order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 
@@ -53,6 +54,7 @@ class EventBus:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._declared: set[str] = set()
+        self._closing = False
 
     @property
     def ready(self) -> bool:
@@ -93,7 +95,8 @@ class EventBus:
         log.debug("NATS client error: %s", exc)
 
     async def _on_disconnect(self) -> None:
-        log.warning("disconnected from NATS; reconnecting")
+        if not self._closing:
+            log.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnect(self) -> None:
         log.info("reconnected to NATS")
@@ -135,10 +138,11 @@ class EventBus:
         return name
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._nc is not None and not self._nc.is_closed:
-            try:
-                await self._nc.drain()
-            except Exception:  # already gone: nothing left to flush
-                await self._nc.close()
+            # Flush what was published, then close: a drain would wait out pull subscriptions.
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()

@@ -17,7 +17,6 @@ import grpc
 from google.protobuf import descriptor_pool
 from omni.type.v1 import auth_pb2
 
-from omni_runtime import names
 from omni_runtime.auth.permissions import Scope, current_scope, grant
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.context import ANONYMOUS, Principal, current_principal
@@ -44,6 +43,11 @@ def field_value(message: Any, path: str) -> str:
     for part in path.split("."):
         value = getattr(value, part, "")
     return value if isinstance(value, str) else ""
+
+
+def owns(subject: str, target: str) -> bool:
+    """SELF scope: ``customers/c1`` owns ``customers/c1`` and ``customers/c1/cart``, nothing else."""
+    return bool(subject) and (target == subject or target.startswith(subject + "/"))
 
 
 def bearer_token(meta: dict[str, str]) -> str | None:
@@ -92,9 +96,9 @@ class AuthStage(Stage):
                 if rule.resource_field and request is not None
                 else ""
             )
-            if not target or names.customer_of(target) != principal.subject:
+            if not owns(principal.subject, target):
                 raise PermissionDenied(
-                    "a customer may act only on their own resources",
+                    "this caller may act only on its own resources",
                     reason="NOT_OWNER",
                     metadata={"permission": rule.permission},
                 )

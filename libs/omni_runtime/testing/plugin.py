@@ -87,7 +87,12 @@ def make_token(signing_key: SigningKey) -> Callable[..., str]:
 @pytest.fixture(scope="module")
 def service_settings(omni_infra: Infra, database_url: str) -> Callable[..., Settings]:
     def make(service: str, **overrides: object) -> Settings:
-        return test_settings(service, database_url=database_url, nats_url=omni_infra.nats_url, **overrides)
+        values: dict[str, object] = {
+            "database_url": database_url,
+            "nats_url": omni_infra.nats_url,
+            **overrides,
+        }
+        return test_settings(service, **values)  # type: ignore[arg-type]
 
     return make
 
