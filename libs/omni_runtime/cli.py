@@ -1,10 +1,10 @@
 """The ``omni`` command: run services, apply migrations, run the local platform, contract tools.
 
-    omni serve <service>       run one service until SIGTERM (what container images run)
-    omni migrate <service>     apply the service's database migrations and exit (the Helm hook Job)
-    omni dev up [--only a,b]   the whole platform locally (what `make run` runs)
-    omni dev status            health of every local process
-    omni protos generate|lint|breaking
+omni serve <service>       run one service until SIGTERM (what container images run)
+omni migrate <service>     apply the service's database migrations and exit (the Helm hook Job)
+omni dev up [--only a,b]   the whole platform locally (what `make run` runs)
+omni dev status            health of every local process
+omni protos generate|lint|breaking
 """
 
 from __future__ import annotations

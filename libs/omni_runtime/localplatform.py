@@ -99,7 +99,11 @@ class Platform:
     # -- set-up ---------------------------------------------------------------------------
 
     def check_ports(self) -> None:
-        busy = [p for p in (POSTGRES_PORT, NATS_PORT, *(LOCAL_PORTS[s][0] for s in self.services)) if port_in_use(p)]
+        busy = [
+            p
+            for p in (POSTGRES_PORT, NATS_PORT, *(LOCAL_PORTS[s][0] for s in self.services))
+            if port_in_use(p)
+        ]
         if busy:
             raise SystemExit(
                 f"ports already in use: {', '.join(map(str, busy))}. Is another `make run` running? "
@@ -166,7 +170,8 @@ class Platform:
         if "identity" not in self.services or importlib.util.find_spec("services.identity.seed") is None:
             return []
         from omni_runtime.db.engine import Database
-        from services.identity import seed as identity_seed  # type: ignore[import-not-found]
+
+        identity_seed = importlib.import_module("services.identity.seed")
 
         async def run() -> list[str]:
             db = Database(self.postgres.url("omni_identity"))
@@ -196,7 +201,9 @@ class Platform:
             dead = [c for c in self.children if not c.alive()]
             if dead:
                 tails = "\n".join(f"--- {c.name} ---\n{tail(c.log_path)}" for c in dead)
-                raise SystemExit(f"services exited during start-up: {', '.join(c.name for c in dead)}\n{tails}")
+                raise SystemExit(
+                    f"services exited during start-up: {', '.join(c.name for c in dead)}\n{tails}"
+                )
             if all(s == "SERVING" for s in status.values()):
                 return status
             time.sleep(0.3)
@@ -206,12 +213,15 @@ class Platform:
         for child in self.children:
             if child.stopping or child.alive():
                 continue
-            backoff = min(2 ** child.restarts, 30)
+            backoff = min(2**child.restarts, 30)
             if time.monotonic() - child.started_at < backoff:
                 continue
             child.restarts += 1
-            print(f"[omni] {child.name} exited (code {child.proc.returncode if child.proc else '?'}); "
-                  f"restarting (#{child.restarts}), log: {child.log_path}", flush=True)
+            print(
+                f"[omni] {child.name} exited (code {child.proc.returncode if child.proc else '?'}); "
+                f"restarting (#{child.restarts}), log: {child.log_path}",
+                flush=True,
+            )
             child.start()
 
     def stop(self) -> None:
@@ -230,7 +240,7 @@ def probe(name: str) -> str:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
                 return "SERVING" if resp.status == 200 else "NOT_SERVING"
         except Exception:
             return "DOWN"
@@ -240,7 +250,7 @@ def probe(name: str) -> str:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     except grpc.RpcError:
         return "DOWN"
 
@@ -286,7 +296,9 @@ def up(home: Path, only: list[str] | None = None) -> int:
         clients = platform.service_clients()
         seeded = platform.seed()
         if not services:
-            print("[omni] no services exist yet in this checkout; PostgreSQL and NATS are running", flush=True)
+            print(
+                "[omni] no services exist yet in this checkout; PostgreSQL and NATS are running", flush=True
+            )
         platform.start_services(clients)
         status = platform.wait_serving()
         print("\n[omni] platform is up:\n" + table(services, status), flush=True)

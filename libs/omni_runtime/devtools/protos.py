@@ -113,10 +113,10 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def breaking(against: str | None) -> None:
+def breaking(ref_arg: str | None) -> None:
     """Compare the contracts with those of an earlier commit (default: the previous one)."""
     vendor_deps()
-    ref = against or os.environ.get("OMNI_BREAKING_AGAINST", "HEAD~1")
+    ref = ref_arg or os.environ.get("OMNI_BREAKING_AGAINST", "HEAD~1")
     try:
         _git("rev-parse", "--verify", f"{ref}^{{commit}}")
         listed = _git("ls-tree", "-r", "--name-only", ref, "--", "protos")
