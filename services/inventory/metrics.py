@@ -1,0 +1,24 @@
+"""Domain metrics of the inventory service (default registry; exported on the metrics port).
+
+Names are checked against the Grafana dashboards and alert rules under deploy/ by tests/deploy.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+RESERVATIONS = Counter(
+    "omni_inventory_reservations_total",
+    "Reservation lifecycle events; outcome is created, rejected, committed, released or expired.",
+    ("outcome",),
+)
+RESERVATION_FAILURES = Counter(
+    "omni_inventory_reservation_failures_total",
+    "Reservation attempts that failed, by reason (e.g. insufficient_stock, unknown_item, conflict).",
+    ("reason",),
+)
+STOCK_MOVEMENTS = Counter(
+    "omni_inventory_stock_movements_total",
+    "Stock ledger movements by kind (e.g. receipt, sale, adjustment, transfer).",
+    ("kind",),
+)
