@@ -57,10 +57,14 @@ test: lint contracts typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# The shared runtime image first (deploy/docker/Dockerfile), then each service's thin image on it.
+IMAGE_TAG ?= dev
 images:
-	@command -v docker >/dev/null || { echo "make images needs a Docker engine"; exit 1; }
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine"; exit 1; }
+	DOCKER_BUILDKIT=1 docker build -f deploy/docker/Dockerfile -t omni-runtime:$(IMAGE_TAG) .
 	for d in services/*/Dockerfile; do s=$$(basename $$(dirname $$d)); \
-	  docker build -f $$d -t omni/$$s:dev . || exit 1; done
+	  DOCKER_BUILDKIT=1 docker build -f $$d --build-arg OMNI_RUNTIME_IMAGE=omni-runtime:$(IMAGE_TAG) \
+	    -t omni-$$s:$(IMAGE_TAG) . || exit 1; done
 
 clean:
 	rm -rf gen protos/.deps $(VENV) .pytest_cache .mypy_cache .ruff_cache
