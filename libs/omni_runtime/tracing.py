@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -46,7 +47,9 @@ def shutdown_tracing() -> None:
         _provider.force_flush(timeout_millis=5000)
 
 
+@lru_cache(maxsize=64)
 def tracer(name: str = "omni") -> trace.Tracer:
+    """A cached tracer: ``get_tracer`` builds a new one per call, which costs more than a span."""
     return trace.get_tracer(name)
 
 
