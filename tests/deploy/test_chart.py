@@ -69,16 +69,21 @@ def test_helm_lint_is_clean(value_set: str) -> None:
     assert not report["errors"] and not findings, report
 
 
+# The oldest schemas kubernetes-validate ships, the version the chart is written against, the newest.
+KUBE_VERSIONS = sorted({"1.33", KUBE_VERSION, ".".join(kv.latest_version().split(".")[:2])})
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("value_set", VALUE_SET_NAMES)
 def test_every_manifest_validates_against_the_kubernetes_schemas(
-    releases: dict[str, Release], value_set: str
+    releases: dict[str, Release], value_set: str, kube_version: str
 ) -> None:
     release = releases[value_set]
     assert len(release.manifests) > 40
     unchecked, errors = [], []
     for m in release.manifests:
         try:
-            kv.validate(m.doc, KUBE_VERSION, strict=True)
+            kv.validate(m.doc, kube_version, strict=True)
         except kv.SchemaNotFoundError:
             unchecked.append(m)
         except kv.ValidationError as exc:
