@@ -22,3 +22,12 @@ STOCK_MOVEMENTS = Counter(
     "Stock ledger movements by kind (e.g. receipt, sale, adjustment, transfer).",
     ("kind",),
 )
+RESERVATION_RETRIES = Counter(
+    "omni_inventory_reservation_retries_total",
+    "Reservation attempts planned from a snapshot a concurrent reservation invalidated, and retried.",
+)
+SWEEPS = Counter(
+    "omni_inventory_expiry_sweeps_total",
+    "Passes of the reservation expiry sweeper, by result (ok or error).",
+    ("result",),
+)

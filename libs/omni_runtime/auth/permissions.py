@@ -108,6 +108,10 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
         ("preferences.consents.*", ALL),
         ("preferences.consentEvents.list", ALL),
         ("messaging.*", ALL),
+        # See a customer's pickup reservations; sign them up for back-in-stock news on the phone.
+        ("inventory.reservations.get", ALL),
+        ("inventory.reservations.list", ALL),
+        ("inventory.stockSubscriptions.*", ALL),
     ),
     # A store associate works at one store: its orders, its stock, its customers at the till.
     "store_associate": (
@@ -125,8 +129,11 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
         ("cart.orders.collect", STORE),
         ("cart.orders.cancel", STORE),
         ("inventory.stockLevels.adjust", STORE),
+        ("inventory.stockMovements.get", STORE),
         ("inventory.stockMovements.list", STORE),
         ("inventory.reservations.*", STORE),
+        # "Tell me when it is back": signing up the customer at the till.
+        ("inventory.stockSubscriptions.*", ALL),
     ),
     "marketer": (
         *_CATALOGUE,

@@ -1,0 +1,442 @@
+"""Items and locations: the catalogue every channel sells from and the places that hold stock.
+
+Updates lock the row, check the etag and write, all in one transaction, so a stale etag is
+always reported as ABORTED with the current etag rather than as a silent overwrite.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from omni.inventory.v1 import inventory_service_pb2 as svc
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from omni_runtime.validation import Checker
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.inventory import convert, store
+from services.inventory.domain import DOMAIN
+from services.inventory.domain import query as q
+from services.inventory.domain.resources import ITEM_FIELDS, LOCATION_FIELDS, check_location
+from services.inventory.txn import Unit, utcnow
+
+# --- list query definitions ------------------------------------------------------------------
+
+ITEM_FILTER = {
+    "name": q.Field(q.Kind.STRING),
+    "title": q.Field(q.Kind.STRING),
+    "active": q.Field(q.Kind.BOOL),
+    "update_time": q.Field(q.Kind.TIMESTAMP),
+}
+ITEM_FILTER_PREFIXES = {"attributes.": q.Field(q.Kind.STRING)}
+ITEM_ORDER = {
+    "name": store.items.c.sku,
+    "title": store.items.c.title,
+    "update_time": store.items.c.update_time,
+}
+_ITEM_SQL: dict[str, store.Compiler] = {
+    "name": store.name_compiler(store.items.c.sku, "items/"),
+    "title": store.column_compiler(store.items.c.title),
+    "active": store.column_compiler(store.items.c.active),
+    "update_time": store.column_compiler(store.items.c.update_time),
+}
+
+LOCATION_FILTER = {
+    "type": q.Field(q.Kind.ENUM, res.LocationType),
+    "ship_from": q.Field(q.Kind.BOOL),
+    "pickup_enabled": q.Field(q.Kind.BOOL),
+    "display_name": q.Field(q.Kind.STRING),
+    "address.region_code": q.Field(q.Kind.STRING),
+    "address.locality": q.Field(q.Kind.STRING),
+}
+LOCATION_ORDER = {
+    "name": store.locations.c.id,
+    "display_name": store.locations.c.display_name,
+    "allocation_priority": store.locations.c.allocation_priority,
+}
+_LOCATION_SQL: dict[str, store.Compiler] = {
+    "type": store.column_compiler(store.locations.c.type),
+    "ship_from": store.column_compiler(store.locations.c.ship_from),
+    "pickup_enabled": store.column_compiler(store.locations.c.pickup_enabled),
+    "display_name": store.column_compiler(store.locations.c.display_name),
+    "address.region_code": store.column_compiler(store.locations.c.address["region_code"].astext),
+    "address.locality": store.column_compiler(store.locations.c.address["locality"].astext),
+}
+
+
+def _stale(current_version: int | None, given: str) -> bool:
+    """Whether a given etag (non-empty) does not name the current version."""
+    return bool(given) and (current_version is None or convert.version_of(given) != current_version)
+
+
+# --- items -----------------------------------------------------------------------------------
+
+
+def _item_values(item: res.Item, fields: Sequence[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in fields:
+        if f == "title":
+            values["title"] = item.title
+        elif f == "description":
+            values["description"] = item.description
+        elif f == "attributes":
+            values["attributes"] = dict(item.attributes)
+        elif f == "prices":
+            values["prices"] = convert.prices_json(item.prices)
+        elif f == "active":
+            values["active"] = item.active
+    return values
+
+
+def set_item_fields(item: res.Item) -> list[str]:
+    """The fields set (non-default) in ``item``: what an empty update mask means for UpdateItem."""
+    present = [f for f in ("title", "description", "active") if getattr(item, f)]
+    if item.attributes:
+        present.append("attributes")
+    if item.prices:
+        present.append("prices")
+    return present
+
+
+async def get_item(unit: Unit, sku: str) -> res.Item:
+    async with unit.tx() as session:
+        row = (await session.execute(select(store.items).where(store.items.c.sku == sku))).first()
+    if row is None:
+        raise NotFound(convert.item_name(sku), domain=DOMAIN)
+    return convert.item(row)
+
+
+async def _insert_item(session: AsyncSession, sku: str, item: res.Item, now: datetime) -> Row[Any] | None:
+    return (
+        await session.execute(
+            insert(store.items)
+            .values(sku=sku, version=1, create_time=now, update_time=now, **_item_values(item, ITEM_FIELDS))
+            .on_conflict_do_nothing()
+            .returning(*store.items.c)
+        )
+    ).first()
+
+
+async def create_item(unit: Unit, request: svc.CreateItemRequest) -> res.Item:
+    async def work(session: AsyncSession) -> res.Item:
+        row = await _insert_item(session, request.item_id, request.item, utcnow())
+        if row is None:
+            raise AlreadyExists(
+                f"{convert.item_name(request.item_id)} already exists",
+                domain=DOMAIN,
+                metadata={"resource": convert.item_name(request.item_id)},
+            )
+        return convert.item(row)
+
+    item, _ = await unit.idempotent("inventory.CreateItem", request.request_id, request, res.Item, work)
+    return item
+
+
+async def _update_item(
+    session: AsyncSession, row: Row[Any], item: res.Item, fields: Sequence[str], now: datetime
+) -> Row[Any]:
+    updated = (
+        await session.execute(
+            update(store.items)
+            .where(store.items.c.sku == row.sku)
+            .values(**_item_values(item, fields), version=row.version + 1, update_time=now)
+            .returning(*store.items.c)
+        )
+    ).one()
+    return updated
+
+
+async def update_item(
+    unit: Unit, request: svc.UpdateItemRequest, sku: str, fields: Sequence[str]
+) -> res.Item:
+    async def work(session: AsyncSession) -> res.Item:
+        row = (
+            await session.execute(select(store.items).where(store.items.c.sku == sku).with_for_update())
+        ).first()
+        if row is None:
+            raise NotFound(request.item.name, domain=DOMAIN)
+        if _stale(row.version, request.item.etag):
+            raise Aborted(
+                f"{request.item.name} changed since it was read",
+                current_etag=convert.etag(row.version),
+                domain=DOMAIN,
+            )
+        if not fields:
+            return convert.item(row)
+        return convert.item(await _update_item(session, row, request.item, fields, utcnow()))
+
+    item, _ = await unit.idempotent("inventory.UpdateItem", request.request_id, request, res.Item, work)
+    return item
+
+
+async def batch_upsert_items(
+    unit: Unit, request: svc.BatchUpsertItemsRequest, fields: Sequence[str]
+) -> svc.BatchUpsertItemsResponse:
+    """All or nothing: existing rows are locked in SKU order, new ones inserted, any stale etag aborts."""
+
+    async def work(session: AsyncSession) -> svc.BatchUpsertItemsResponse:
+        now = utcnow()
+        skus = [i.name.removeprefix("items/") for i in request.items]
+        existing = {
+            r.sku: r
+            for r in await session.execute(
+                select(store.items)
+                .where(store.items.c.sku.in_(skus))
+                .order_by(store.items.c.sku)
+                .with_for_update()
+            )
+        }
+        stale = [
+            (i, existing.get(sku))
+            for i, (sku, item) in enumerate(zip(skus, request.items, strict=True))
+            if item.etag and _stale(existing[sku].version if sku in existing else None, item.etag)
+        ]
+        if stale:
+            index, row = stale[0]
+            raise Aborted(
+                f"items[{index}] ({request.items[index].name}) changed since it was read",
+                current_etag=convert.etag(row.version) if row is not None else "",
+                domain=DOMAIN,
+                metadata={"resource": request.items[index].name, "index": str(index)},
+            )
+        out: dict[str, res.Item] = {}
+        for sku in sorted(set(skus)):
+            item = request.items[skus.index(sku)]
+            if sku in existing:
+                out[sku] = convert.item(await _update_item(session, existing[sku], item, fields, now))
+                continue
+            row = await _insert_item(session, sku, item, now)
+            if row is None:
+                raise Aborted(
+                    f"{item.name} was created concurrently; retry the batch",
+                    domain=DOMAIN,
+                    metadata={"resource": item.name},
+                )
+            out[sku] = convert.item(row)
+        return svc.BatchUpsertItemsResponse(items=[out[sku] for sku in skus])
+
+    response, _ = await unit.idempotent(
+        "inventory.BatchUpsertItems", request.request_id, request, svc.BatchUpsertItemsResponse, work
+    )
+    return response
+
+
+async def list_items(
+    unit: Unit,
+    conditions: list[q.Condition],
+    order: list[tuple[str, bool]],
+    after: list[Any] | None,
+    page_size: int,
+    fingerprint: str,
+) -> svc.ListItemsResponse:
+    def attribute(cond: q.Condition) -> Any:
+        key = cond.field.removeprefix("attributes.")
+        return store.compare(store.items.c.attributes[key].astext, cond.op, cond.value)
+
+    conds = store.where(conditions, _ITEM_SQL, attribute)
+    keys = [(ITEM_ORDER[f], desc) for f, desc in order]
+    if not any(f == "name" for f, _ in order):
+        keys.append((store.items.c.sku, False))
+    async with unit.tx() as session:
+        rows = await store.page(session, select(store.items).where(*conds), keys, after, page_size)
+        total = await session.scalar(select(func.count()).select_from(store.items).where(*conds))
+    response = svc.ListItemsResponse(items=[convert.item(r) for r in rows[:page_size]], total_size=total or 0)
+    if len(rows) > page_size:
+        last = rows[page_size - 1]
+        response.next_page_token = q.encode_page_token([last._mapping[c.key] for c, _ in keys], fingerprint)
+    return response
+
+
+def item_keys_width(order: list[tuple[str, bool]]) -> int:
+    return len(order) + (0 if any(f == "name" for f, _ in order) else 1)
+
+
+# --- locations -------------------------------------------------------------------------------
+
+
+_MESSAGE_FIELDS = ("address", "coordinates", "opening_hours")
+
+
+def _location_values(loc: res.Location, fields: Sequence[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for f in fields:
+        if f == "type":
+            values["type"] = loc.type
+        elif f == "display_name":
+            values["display_name"] = loc.display_name
+        elif f == "address":
+            values["address"] = convert.to_json(loc.address) if loc.HasField("address") else None
+        elif f == "coordinates":
+            has = loc.HasField("coordinates")
+            values["latitude"] = loc.coordinates.latitude if has else None
+            values["longitude"] = loc.coordinates.longitude if has else None
+        elif f == "opening_hours":
+            hours = loc.opening_hours
+            values["opening_hours"] = convert.to_json(hours) if hours.periods or hours.time_zone else None
+        elif f in ("ship_from", "pickup_enabled", "allocation_priority"):
+            values[f] = getattr(loc, f)
+    return values
+
+
+def set_location_fields(loc: res.Location) -> list[str]:
+    """The fields set in ``loc``: what an empty update mask means for UpdateLocation."""
+    present = [
+        f
+        for f in ("type", "display_name", "ship_from", "pickup_enabled", "allocation_priority")
+        if getattr(loc, f)
+    ]
+    present += [f for f in ("address", "coordinates", "opening_hours") if loc.HasField(f)]
+    return present
+
+
+async def get_location(unit: Unit, location_id: str) -> res.Location:
+    async with unit.tx() as session:
+        row = (
+            await session.execute(select(store.locations).where(store.locations.c.id == location_id))
+        ).first()
+    if row is None:
+        raise NotFound(convert.location_name(location_id), domain=DOMAIN)
+    return convert.location(row)
+
+
+async def create_location(unit: Unit, request: svc.CreateLocationRequest) -> res.Location:
+    async def work(session: AsyncSession) -> res.Location:
+        now = utcnow()
+        location_id = request.location_id or uuid.uuid4().hex
+        row = (
+            await session.execute(
+                insert(store.locations)
+                .values(
+                    id=location_id,
+                    version=1,
+                    create_time=now,
+                    update_time=now,
+                    **_location_values(request.location, LOCATION_FIELDS),
+                )
+                .on_conflict_do_nothing()
+                .returning(*store.locations.c)
+            )
+        ).first()
+        if row is None:
+            name = convert.location_name(location_id)
+            raise AlreadyExists(f"{name} already exists", domain=DOMAIN, metadata={"resource": name})
+        return convert.location(row)
+
+    loc, _ = await unit.idempotent(
+        "inventory.CreateLocation", request.request_id, request, res.Location, work
+    )
+    return loc
+
+
+async def update_location(
+    unit: Unit, request: svc.UpdateLocationRequest, location_id: str, fields: Sequence[str]
+) -> res.Location:
+    async def work(session: AsyncSession) -> res.Location:
+        row = (
+            await session.execute(
+                select(store.locations).where(store.locations.c.id == location_id).with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise NotFound(request.location.name, domain=DOMAIN)
+        if _stale(row.version, request.location.etag):
+            raise Aborted(
+                f"{request.location.name} changed since it was read",
+                current_etag=convert.etag(row.version),
+                domain=DOMAIN,
+            )
+        merged = convert.location(row)
+        for f in fields:
+            if f in _MESSAGE_FIELDS:
+                if request.location.HasField(f):
+                    getattr(merged, f).CopyFrom(getattr(request.location, f))
+                else:
+                    merged.ClearField(f)  # type: ignore[arg-type]
+            else:
+                setattr(merged, f, getattr(request.location, f))
+        check = Checker()
+        check_location(check, merged, "location")
+        if check.violations:
+            raise InvalidArgument(check.violations, domain=DOMAIN)
+        if not fields:
+            return merged
+        updated = (
+            await session.execute(
+                update(store.locations)
+                .where(store.locations.c.id == location_id)
+                .values(**_location_values(merged, fields), version=row.version + 1, update_time=utcnow())
+                .returning(*store.locations.c)
+            )
+        ).one()
+        return convert.location(updated)
+
+    loc, _ = await unit.idempotent(
+        "inventory.UpdateLocation", request.request_id, request, res.Location, work
+    )
+    return loc
+
+
+async def list_locations(
+    unit: Unit,
+    conditions: list[q.Condition],
+    order: list[tuple[str, bool]],
+    after: list[Any] | None,
+    page_size: int,
+    fingerprint: str,
+) -> svc.ListLocationsResponse:
+    conds = store.where(conditions, _LOCATION_SQL)
+    keys = [(LOCATION_ORDER[f], desc) for f, desc in order]
+    if not any(f == "name" for f, _ in order):
+        keys.append((store.locations.c.id, False))
+    async with unit.tx() as session:
+        rows = await store.page(session, select(store.locations).where(*conds), keys, after, page_size)
+        total = await session.scalar(select(func.count()).select_from(store.locations).where(*conds))
+    response = svc.ListLocationsResponse(
+        locations=[convert.location(r) for r in rows[:page_size]], total_size=total or 0
+    )
+    if len(rows) > page_size:
+        last = rows[page_size - 1]
+        response.next_page_token = q.encode_page_token([last._mapping[c.key] for c, _ in keys], fingerprint)
+    return response
+
+
+async def existing(
+    session: AsyncSession, skus: Sequence[str] = (), location_ids: Sequence[str] = ()
+) -> tuple[dict[str, Row[Any]], dict[str, Row[Any]]]:
+    """Items and locations by id, to report NOT_FOUND before touching the ledger."""
+    found_items: dict[str, Row[Any]] = {}
+    found_locations: dict[str, Row[Any]] = {}
+    if skus:
+        found_items = {
+            r.sku: r
+            for r in await session.execute(
+                select(store.items.c.sku, store.items.c.title, store.items.c.active).where(
+                    store.items.c.sku.in_(list(set(skus)))
+                )
+            )
+        }
+    if location_ids:
+        found_locations = {
+            r.id: r
+            for r in await session.execute(
+                select(store.locations).where(store.locations.c.id.in_(list(set(location_ids))))
+            )
+        }
+    return found_items, found_locations
+
+
+def require_found(
+    skus: Sequence[str], location_ids: Sequence[str], found: tuple[dict[str, Row[Any]], dict[str, Row[Any]]]
+) -> None:
+    """NOT_FOUND naming the first missing location or item."""
+    for location_id in location_ids:
+        if location_id not in found[1]:
+            raise NotFound(convert.location_name(location_id), domain=DOMAIN)
+    for sku in skus:
+        if sku not in found[0]:
+            raise NotFound(convert.item_name(sku), domain=DOMAIN)

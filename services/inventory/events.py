@@ -1,0 +1,224 @@
+"""What the inventory service publishes, and the journal that writes movements with their events.
+
+Every change of a stock level goes through ``MovementJournal``: the caller changes the level
+with one statement, hands the returned row to ``record``, and calls ``flush`` before the
+transaction commits. ``flush`` appends the movements, then emits through the outbox, in the
+same transaction: one ``StockChangedEvent`` per movement, and the threshold events (low stock,
+out of stock, back in stock) the movement crossed. Back-in-stock fires waiting subscriptions
+once each, in one ordered pass at the end of the transaction (see ``store.fire_subscriptions``
+for why that order cannot deadlock).
+
+The inventory service consumes no events: reservations are made by callers (cart) over gRPC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from omni.inventory.v1 import events_pb2 as ev
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.context import ChannelInfo
+from omni_runtime.events.outbox import Outbox
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.inventory import convert, metrics, store
+from services.inventory.domain.stock import Quantities, crossings, movement_kind_label
+
+
+@dataclass
+class _Recorded:
+    values: dict[str, Any]
+    before: Quantities
+    after: Quantities
+    version: int
+
+
+@dataclass
+class MovementJournal:
+    """The movements of one transaction and the events they cause."""
+
+    session: AsyncSession
+    outbox: Outbox
+    now: datetime
+    request_id: str = ""
+    actor: str = ""
+    channel: ChannelInfo = field(default_factory=ChannelInfo)
+    _moves: list[_Recorded] = field(default_factory=list)
+
+    def record(
+        self,
+        level: Any,
+        kind: int,
+        on_hand_delta: int,
+        reserved_delta: int,
+        *,
+        reason: str = "",
+        reference: str = "",
+        reservation_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Note a movement that produced ``level`` (the row after the change); returns its row."""
+        after = convert.quantities(level)
+        before = after.moved(-on_hand_delta, -reserved_delta)
+        values = {
+            "id": uuid.uuid4().hex,
+            "location_id": level.location_id,
+            "item_sku": level.item_sku,
+            "kind": kind,
+            "on_hand_delta": on_hand_delta,
+            "reserved_delta": reserved_delta,
+            "on_hand_after": after.on_hand,
+            "reserved_after": after.reserved,
+            "reason": reason,
+            "request_id": self.request_id,
+            "reservation_id": reservation_id,
+            "reference": reference,
+            "channel": self.channel.channel,
+            "channel_store": self.channel.store,
+            "channel_device": self.channel.device,
+            "actor": self.actor,
+            "create_time": self.now,
+        }
+        self._moves.append(_Recorded(values, before, after, level.version))
+        return values
+
+    async def flush(self) -> None:
+        """Append the movements and emit their events (call once, before commit)."""
+        moves, self._moves = self._moves, []
+        await store.insert_movements(self.session, [m.values for m in moves])
+        back: list[tuple[str, str, int]] = []
+        for move in moves:
+            await self._emit_change(move)
+            crossed = crossings(move.before, move.after)
+            loc, sku = move.values["location_id"], move.values["item_sku"]
+            names = {
+                "stock_level": convert.level_name(loc, sku),
+                "item": convert.item_name(sku),
+                "location": convert.location_name(loc),
+                "occur_time": convert.ts(self.now),
+            }
+            if crossed.low_stock:
+                await self.outbox.emit(
+                    self.session,
+                    ev.LowStockEvent(
+                        **names,
+                        available=move.after.available,
+                        low_stock_threshold=move.after.low_stock_threshold,
+                        on_hand=move.after.on_hand,
+                    ),
+                )
+            if crossed.out_of_stock:
+                await self.outbox.emit(
+                    self.session,
+                    ev.OutOfStockEvent(
+                        **names,
+                        on_hand=move.after.on_hand,
+                        reserved=move.after.reserved,
+                        oversold=move.after.oversold,
+                    ),
+                )
+            if crossed.back_in_stock:
+                back.append((loc, sku, move.after.available))
+        if back:
+            await self._back_in_stock(back)
+        kinds = Counter(movement_kind_label(m.values["kind"]) for m in moves)
+        self.session.info.setdefault("inventory_movement_kinds", Counter()).update(kinds)
+
+    async def _emit_change(self, move: _Recorded) -> None:
+        v = move.values
+        await self.outbox.emit(
+            self.session,
+            ev.StockChangedEvent(
+                stock_level=convert.level_name(v["location_id"], v["item_sku"]),
+                item=convert.item_name(v["item_sku"]),
+                location=convert.location_name(v["location_id"]),
+                movement=convert.movement_name(v["location_id"], v["item_sku"], v["id"]),
+                kind=v["kind"],
+                old_on_hand=move.before.on_hand,
+                new_on_hand=move.after.on_hand,
+                old_reserved=move.before.reserved,
+                new_reserved=move.after.reserved,
+                old_available=move.before.available,
+                new_available=move.after.available,
+                status=move.after.status,
+                reservation=convert.reservation_name(v["reservation_id"]) if v["reservation_id"] else "",
+                channel=self.channel.to_proto(),
+                etag=convert.etag(move.version),
+                occur_time=convert.ts(self.now),
+            ),
+        )
+
+    async def _back_in_stock(self, back: list[tuple[str, str, int]]) -> None:
+        fired = await store.fire_subscriptions(self.session, [(loc, sku) for loc, sku, _ in back], self.now)
+        per_pair = Counter((row.fired_location, row.item_sku) for row in fired)
+        available = {(loc, sku): qty for loc, sku, qty in back}
+        if fired:
+            titles = dict(
+                (
+                    await self.session.execute(
+                        select(store.items.c.sku, store.items.c.title).where(
+                            store.items.c.sku.in_({r.item_sku for r in fired})
+                        )
+                    )
+                ).tuples()
+            )
+            places = dict(
+                (
+                    await self.session.execute(
+                        select(store.locations.c.id, store.locations.c.display_name).where(
+                            store.locations.c.id.in_({r.fired_location for r in fired})
+                        )
+                    )
+                ).tuples()
+            )
+            for row in fired:
+                await self.outbox.emit(
+                    self.session,
+                    ev.StockSubscriptionFiredEvent(
+                        stock_subscription=convert.subscription_name(row.id),
+                        customer=row.customer,
+                        item=convert.item_name(row.item_sku),
+                        item_title=titles.get(row.item_sku, ""),
+                        location=convert.location_name(row.fired_location),
+                        location_display_name=places.get(row.fired_location, ""),
+                        available=available.get((row.fired_location, row.item_sku), 0),
+                        subscribed_channel=convert.channel(row),
+                        occur_time=convert.ts(self.now),
+                    ),
+                )
+        for loc, sku, qty in back:
+            await self.outbox.emit(
+                self.session,
+                ev.BackInStockEvent(
+                    stock_level=convert.level_name(loc, sku),
+                    item=convert.item_name(sku),
+                    location=convert.location_name(loc),
+                    available=qty,
+                    fired_subscription_count=per_pair.get((loc, sku), 0),
+                    occur_time=convert.ts(self.now),
+                ),
+            )
+
+
+def count_committed_movements(session_info: dict[str, Any]) -> None:
+    """After a commit: count the movements it made in ``omni_inventory_stock_movements_total``."""
+    kinds: Counter[str] = session_info.pop("inventory_movement_kinds", Counter())
+    for kind, n in kinds.items():
+        metrics.STOCK_MOVEMENTS.labels(kind).inc(n)
+
+
+async def reservation_event(
+    session: AsyncSession, outbox: Outbox, state_event: str, reservation: res.Reservation, now: datetime
+) -> None:
+    """Emit the lifecycle event of a reservation (created, committed, released, expired)."""
+    builders = {
+        "created": ev.ReservationCreatedEvent,
+        "committed": ev.ReservationCommittedEvent,
+        "released": ev.ReservationReleasedEvent,
+        "expired": ev.ReservationExpiredEvent,
+    }
+    await outbox.emit(session, builders[state_event](reservation=reservation, occur_time=convert.ts(now)))

@@ -1,0 +1,309 @@
+"""The stock ledger: levels, adjustments (receipts, till sales, counts…), movements, availability.
+
+An adjustment is one upsert of the level plus its movement and events, in one transaction.
+Adjustments by delta commute (``on_hand = on_hand + delta`` is evaluated by PostgreSQL on the
+current row), so tills need no etag and never lose a sale to a race; a stock count locks the
+row first because its delta depends on what is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+from omni.inventory.v1 import inventory_service_pb2 as svc
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.errors import Aborted, NotFound
+from sqlalchemy import Row, and_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.inventory import convert, store
+from services.inventory.catalogue import existing, require_found
+from services.inventory.domain import DOMAIN, geo
+from services.inventory.domain import query as q
+from services.inventory.domain.stock import AdjustmentRule, Quantities
+from services.inventory.txn import Unit, utcnow
+
+LEVEL_FILTER = {
+    "item": q.Field(q.Kind.STRING),
+    "location": q.Field(q.Kind.STRING),
+    "on_hand": q.Field(q.Kind.INT),
+    "reserved": q.Field(q.Kind.INT),
+    "available": q.Field(q.Kind.INT),
+    "status": q.Field(q.Kind.ENUM, res.StockStatus),
+}
+_LEVEL_SQL: dict[str, store.Compiler] = {
+    "item": store.name_compiler(store.stock_levels.c.item_sku, "items/"),
+    "location": store.name_compiler(store.stock_levels.c.location_id, "locations/"),
+    "on_hand": store.column_compiler(store.stock_levels.c.on_hand),
+    "reserved": store.column_compiler(store.stock_levels.c.reserved),
+    "available": store.column_compiler(store.AVAILABLE),
+    "status": store.column_compiler(store.STATUS),
+}
+LEVEL_ORDER = ("name", "available", "on_hand", "update_time")
+_LEVEL_KEYS: dict[str, list[tuple[Any, str]]] = {
+    "name": [(store.stock_levels.c.location_id, "location_id"), (store.stock_levels.c.item_sku, "item_sku")],
+    "available": [(store.AVAILABLE, "available")],
+    "on_hand": [(store.stock_levels.c.on_hand, "on_hand")],
+    "update_time": [(store.stock_levels.c.update_time, "update_time")],
+}
+
+MOVEMENT_FILTER = {
+    "kind": q.Field(q.Kind.ENUM, res.MovementKind),
+    "create_time": q.Field(q.Kind.TIMESTAMP),
+    "reservation": q.Field(q.Kind.STRING),
+    "reference": q.Field(q.Kind.STRING),
+    "request_id": q.Field(q.Kind.STRING),
+}
+_MOVEMENT_SQL: dict[str, store.Compiler] = {
+    "kind": store.column_compiler(store.stock_movements.c.kind),
+    "create_time": store.column_compiler(store.stock_movements.c.create_time),
+    "reservation": store.name_compiler(store.stock_movements.c.reservation_id, "reservations/"),
+    "reference": store.column_compiler(store.stock_movements.c.reference),
+    "request_id": store.column_compiler(store.stock_movements.c.request_id),
+}
+
+
+def _stale_level(current: Row[Any] | None) -> Aborted:
+    return Aborted(
+        "the stock level changed since it was read",
+        current_etag=convert.etag(current.version) if current is not None else "",
+        domain=DOMAIN,
+    )
+
+
+# --- stock levels ----------------------------------------------------------------------------
+
+
+async def get_stock_level(unit: Unit, location_id: str, sku: str) -> res.StockLevel:
+    async with unit.tx() as session:
+        require_found([sku], [location_id], await existing(session, [sku], [location_id]))
+        row = await store.level(session, location_id, sku)
+    return convert.stock_level(location_id, sku, row)
+
+
+def level_keys(order: list[tuple[str, bool]]) -> list[tuple[Any, bool, str]]:
+    """Sort keys (expression, descending, row attribute), ending with the unique name."""
+    keys: list[tuple[Any, bool, str]] = []
+    for f, desc in order:
+        keys += [(expr, desc, attr) for expr, attr in _LEVEL_KEYS[f]]
+    if not any(f == "name" for f, _ in order):
+        keys += [(expr, False, attr) for expr, attr in _LEVEL_KEYS["name"]]
+    return keys
+
+
+async def list_stock_levels(
+    unit: Unit,
+    location_id: str,
+    conditions: list[q.Condition],
+    order: list[tuple[str, bool]],
+    after: list[Any] | None,
+    page_size: int,
+    fingerprint: str,
+) -> svc.ListStockLevelsResponse:
+    conds = store.where(conditions, _LEVEL_SQL)
+    if location_id != "-":
+        conds.append(store.stock_levels.c.location_id == location_id)
+    keys = level_keys(order)
+    query = select(*store.stock_levels.c, store.AVAILABLE.label("available")).where(*conds)
+    async with unit.tx() as session:
+        if location_id != "-":
+            require_found([], [location_id], await existing(session, [], [location_id]))
+        rows = await store.page(session, query, [(e, d) for e, d, _ in keys], after, page_size)
+    response = svc.ListStockLevelsResponse(
+        stock_levels=[convert.stock_level(r.location_id, r.item_sku, r) for r in rows[:page_size]]
+    )
+    if len(rows) > page_size:
+        last = rows[page_size - 1]
+        response.next_page_token = q.encode_page_token([getattr(last, a) for _, _, a in keys], fingerprint)
+    return response
+
+
+async def update_stock_level(
+    unit: Unit, request: svc.UpdateStockLevelRequest, location_id: str, sku: str, fields: Sequence[str]
+) -> res.StockLevel:
+    async def work(session: AsyncSession) -> res.StockLevel:
+        require_found([sku], [location_id], await existing(session, [sku], [location_id]))
+        values = {f: getattr(request.stock_level, f) for f in fields}
+        given = request.stock_level.etag
+        expected = (convert.version_of(given) or -1) if given else None
+        row = await store.update_level_settings(
+            session, location_id, sku, values, utcnow(), expected_version=expected
+        )
+        if row is None:
+            raise _stale_level(await store.level(session, location_id, sku))
+        return convert.stock_level(location_id, sku, row)
+
+    level, _ = await unit.idempotent(
+        "inventory.UpdateStockLevel", request.request_id, request, res.StockLevel, work
+    )
+    return level
+
+
+async def adjust_stock(
+    unit: Unit, request: svc.AdjustStockRequest, location_id: str, sku: str, rule: AdjustmentRule
+) -> svc.AdjustStockResponse:
+    async def work(session: AsyncSession) -> svc.AdjustStockResponse:
+        now = utcnow()
+        require_found([sku], [location_id], await existing(session, [sku], [location_id]))
+        given = request.etag
+        expected = (convert.version_of(given) or -1) if given else None
+        if request.WhichOneof("change") == "on_hand_count":
+            current = await store.level(session, location_id, sku, lock=True)
+            if expected is not None and (current is None or current.version != expected):
+                raise _stale_level(current)
+            delta = request.on_hand_count - (current.on_hand if current is not None else 0)
+            row = await store.add_on_hand(session, location_id, sku, delta, now, expected_version=None)
+            if row is None:  # an upsert always returns its row
+                raise LookupError(f"stock level {location_id}/{sku} was not written")
+        else:
+            delta = request.delta
+            row = await store.add_on_hand(session, location_id, sku, delta, now, expected_version=expected)
+            if row is None:
+                raise _stale_level(await store.level(session, location_id, sku))
+        journal = unit.journal(session, now, request.request_id)
+        movement = journal.record(
+            row, rule.kind, delta, 0, reason=request.reason_text, reference=request.reference
+        )
+        await journal.flush()
+        return svc.AdjustStockResponse(
+            stock_level=convert.stock_level(location_id, sku, row),
+            movement=convert.movement(SimpleNamespace(**movement)),
+        )
+
+    response, _ = await unit.idempotent(
+        "inventory.AdjustStock", request.request_id, request, svc.AdjustStockResponse, work
+    )
+    return response
+
+
+# --- movements -------------------------------------------------------------------------------
+
+
+async def get_stock_movement(unit: Unit, location_id: str, sku: str, movement_id: str) -> res.StockMovement:
+    m = store.stock_movements
+    async with unit.tx() as session:
+        row = (
+            await session.execute(
+                select(m).where(m.c.id == movement_id, m.c.location_id == location_id, m.c.item_sku == sku)
+            )
+        ).first()
+    if row is None:
+        raise NotFound(convert.movement_name(location_id, sku, movement_id), domain=DOMAIN)
+    return convert.movement(row)
+
+
+async def list_stock_movements(
+    unit: Unit,
+    location_id: str,
+    sku: str,
+    conditions: list[q.Condition],
+    descending: bool,
+    after: list[Any] | None,
+    page_size: int,
+    fingerprint: str,
+) -> svc.ListStockMovementsResponse:
+    m = store.stock_movements
+    conds = store.where(conditions, _MOVEMENT_SQL)
+    if location_id != "-":
+        conds.append(m.c.location_id == location_id)
+    if sku != "-":
+        conds.append(m.c.item_sku == sku)
+    keys = [(m.c.create_time, descending), (m.c.seq, descending)]
+    async with unit.tx() as session:
+        require_found(
+            [sku] if sku != "-" else [],
+            [location_id] if location_id != "-" else [],
+            await existing(session, [sku] if sku != "-" else [], [location_id] if location_id != "-" else []),
+        )
+        rows = await store.page(session, select(m).where(*conds), keys, after, page_size)
+    response = svc.ListStockMovementsResponse(stock_movements=[convert.movement(r) for r in rows[:page_size]])
+    if len(rows) > page_size:
+        last = rows[page_size - 1]
+        response.next_page_token = q.encode_page_token([last.create_time, last.seq], fingerprint)
+    return response
+
+
+# --- availability ----------------------------------------------------------------------------
+
+
+async def _candidate_locations(
+    session: AsyncSession, request: svc.CheckAvailabilityRequest, location_ids: Sequence[str]
+) -> list[tuple[Row[Any], float | None]]:
+    """The locations an availability question is about, in answer order, with distances."""
+    loc = store.locations
+    scope = request.WhichOneof("scope")
+    if scope == "locations":
+        rows = {r.id: r for r in await session.execute(select(loc).where(loc.c.id.in_(list(location_ids))))}
+        require_found([], location_ids, ({}, rows))
+        chosen = [(rows[i], None) for i in location_ids]
+    elif scope == "ship_from":
+        rows = await session.execute(
+            select(loc).where(loc.c.ship_from.is_(True)).order_by(loc.c.allocation_priority, loc.c.id)
+        )
+        chosen = [(r, None) for r in rows]
+    else:
+        point = request.near.point
+        box = geo.bounding_box(point.latitude, point.longitude, request.near.radius_meters)
+        conds = [
+            loc.c.type == res.LOCATION_TYPE_STORE,
+            loc.c.latitude.between(box.min_lat, box.max_lat),
+            loc.c.longitude.is_not(None),
+        ]
+        if box.min_lng is not None:
+            conds.append(loc.c.longitude.between(box.min_lng, box.max_lng))
+        found = []
+        for r in await session.execute(select(loc).where(and_(*conds))):
+            distance = geo.haversine_m(point.latitude, point.longitude, r.latitude, r.longitude)
+            if distance <= request.near.radius_meters:
+                found.append((r, distance))
+        found.sort(key=lambda pair: (pair[1], pair[0].allocation_priority, pair[0].id))
+        chosen = found
+    if request.pickup_only:
+        chosen = [(r, d) for r, d in chosen if r.pickup_enabled]
+    return chosen
+
+
+async def check_availability(
+    unit: Unit, request: svc.CheckAvailabilityRequest, skus: Sequence[str], location_ids: Sequence[str]
+) -> svc.CheckAvailabilityResponse:
+    """Availability of many items at many locations in three queries, whatever the counts."""
+    now = utcnow()
+    async with unit.tx() as session:
+        found_items, _ = await existing(session, skus, [])
+        require_found(skus, [], (found_items, {}))
+        chosen = await _candidate_locations(session, request, location_ids)
+        levels: dict[tuple[str, str], Row[Any]] = {}
+        if chosen:
+            levels = {
+                (r.location_id, r.item_sku): r
+                for r in await store.levels_of_items(session, skus, [r.id for r, _ in chosen])
+            }
+    inactive = {sku for sku, row in found_items.items() if not row.active}
+
+    def quantities(location_id: str, sku: str) -> Quantities:
+        # An inactive item cannot be sold or reserved: it is available nowhere.
+        if sku in inactive:
+            return Quantities()
+        return convert.quantities(levels.get((location_id, sku)))
+
+    if request.WhichOneof("scope") == "near":
+        wanted = []
+        for row, distance in chosen:
+            stocked = [quantities(row.id, sku).available > 0 for sku in skus]
+            if all(stocked) if request.require_all_items else any(stocked):
+                wanted.append((row, distance))
+        chosen = wanted[: request.near.max_locations or 10]
+    summaries = [convert.location_summary(row, now, distance) for row, distance in chosen]
+    response = svc.CheckAvailabilityResponse(locations=summaries, read_time=convert.ts(now))
+    for sku in skus:
+        entry = svc.ItemAvailability(item=convert.item_name(sku))
+        for (row, _), summary in zip(chosen, summaries, strict=True):
+            qty = quantities(row.id, sku)
+            entry.locations.append(
+                svc.LocationAvailability(location=summary, available=qty.available, status=qty.status)
+            )
+            entry.total_available += qty.available
+        response.items.append(entry)
+    return response

@@ -1,0 +1,556 @@
+"""Reservations: all-or-nothing holds on stock, their lifecycle, and the expiry of unused ones.
+
+Creating a reservation, in one transaction:
+1. check the items and named locations (NOT_FOUND, ITEM_INACTIVE);
+2. read a snapshot of availability and plan the allocation with the strategy (no locks yet);
+3. if the snapshot already shows a short line, fail with every short line listed;
+4. write the reservation, then take each planned (location, item) quantity with the guarded
+   ``UPDATE … WHERE available >= quantity`` in sorted (location, item) order;
+5. write the movements and events.
+If a guarded update misses (a concurrent reservation took the units after the snapshot), the
+whole transaction rolls back, so nothing stays reserved, and the attempt is repeated from a
+fresh snapshot a bounded number of times, after which the call fails INSUFFICIENT_STOCK.
+No code path reads a quantity, decides, and writes it back: the database decides.
+
+Commit, release and expiry lock the reservation row first, then the levels in sorted order,
+and give back exactly what the reservation's allocations hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from omni.inventory.v1 import inventory_service_pb2 as svc
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
+from sqlalchemy import Row, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.inventory import convert, metrics, store
+from services.inventory.catalogue import existing, require_found
+from services.inventory.domain import DOMAIN, allocation, geo
+from services.inventory.domain import query as q
+from services.inventory.events import MovementJournal, reservation_event
+from services.inventory.txn import Unit, system_channel, utcnow
+
+log = logging.getLogger("omni.inventory.reservations")
+
+DEFAULT_TTL = timedelta(minutes=15)
+MAX_TTL = timedelta(days=14)
+# Plans made from a snapshot that a concurrent reservation invalidated are retried this often.
+MAX_ATTEMPTS = 4
+
+ACTIVE = res.RESERVATION_STATE_ACTIVE
+COMMITTED = res.RESERVATION_STATE_COMMITTED
+RELEASED = res.RESERVATION_STATE_RELEASED
+EXPIRED = res.RESERVATION_STATE_EXPIRED
+
+RESERVATION_FILTER = {
+    "state": q.Field(q.Kind.ENUM, res.ReservationState),
+    "owner": q.Field(q.Kind.STRING),
+    "expire_time": q.Field(q.Kind.TIMESTAMP),
+    "create_time": q.Field(q.Kind.TIMESTAMP),
+    "lines.item": q.Field(q.Kind.STRING),
+    "lines.allocations.location": q.Field(q.Kind.STRING),
+}
+RESERVATION_ORDER = {
+    "create_time": store.reservations.c.create_time,
+    "expire_time": store.reservations.c.expire_time,
+}
+
+
+def _allocated(column: Any, prefix: str) -> store.Compiler:
+    """``lines.item = "items/A"``: some allocation of the reservation matches (``!=``: none does)."""
+    alloc = store.reservation_allocations
+
+    def compile_(op: str, value: Any) -> Any:
+        text_value = str(value)
+        if not text_value.startswith(prefix):
+            return literal(op == "!=")
+        found = (
+            select(literal(1))
+            .where(
+                alloc.c.reservation_id == store.reservations.c.id, column == text_value.removeprefix(prefix)
+            )
+            .exists()
+        )
+        return found if op == "=" else ~found
+
+    return compile_
+
+
+_RESERVATION_SQL: dict[str, store.Compiler] = {
+    "state": store.column_compiler(store.reservations.c.state),
+    "owner": store.column_compiler(store.reservations.c.owner),
+    "expire_time": store.column_compiler(store.reservations.c.expire_time),
+    "create_time": store.column_compiler(store.reservations.c.create_time),
+    "lines.item": _allocated(store.reservation_allocations.c.item_sku, "items/"),
+    "lines.allocations.location": _allocated(store.reservation_allocations.c.location_id, "locations/"),
+}
+
+
+@dataclass(frozen=True)
+class NewReservation:
+    """A validated CreateReservation request in domain terms (bare ids)."""
+
+    lines: list[allocation.Line]
+    strategy: int
+    near: tuple[float, float] | None
+    allow_split: bool
+    pickup: bool
+    expire_time: datetime
+    owner: str
+
+
+class _RaceLost(Exception):
+    """A guarded update missed because the snapshot went stale; plan again."""
+
+
+def insufficient(shortfalls: Sequence[allocation.Shortfall]) -> FailedPrecondition:
+    """FAILED_PRECONDITION INSUFFICIENT_STOCK with one violation per short line."""
+    first = shortfalls[0]
+    meta = {
+        "item": convert.item_name(first.item),
+        "line_index": str(first.line_index),
+        "requested": str(first.requested),
+        "available": str(first.available),
+    }
+    if first.location:
+        meta["location"] = convert.location_name(first.location)
+    violations = [
+        (
+            "INSUFFICIENT_STOCK",
+            f"lines[{s.line_index}]",
+            f"{convert.item_name(s.item)}: requested {s.requested}, available {s.available}"
+            + (f" at {convert.location_name(s.location)}" if s.location else "")
+            + f" (short by {s.requested - s.available})",
+        )
+        for s in shortfalls
+    ]
+    return FailedPrecondition(
+        f"not enough stock for {len(shortfalls)} line(s); nothing was reserved",
+        reason="INSUFFICIENT_STOCK",
+        domain=DOMAIN,
+        metadata=meta,
+        violations=violations,
+    )
+
+
+def not_active(row: Row[Any], why: str = "") -> FailedPrecondition:
+    state = res.ReservationState.Name(row.state)
+    return FailedPrecondition(
+        why or f"{convert.reservation_name(row.id)} is {state}, not ACTIVE",
+        reason="RESERVATION_NOT_ACTIVE",
+        domain=DOMAIN,
+        metadata={"reservation": convert.reservation_name(row.id), "state": state},
+        violations=[
+            ("RESERVATION_NOT_ACTIVE", convert.reservation_name(row.id), why or f"the reservation is {state}")
+        ],
+    )
+
+
+# --- create ----------------------------------------------------------------------------------
+
+
+async def _sites(session: AsyncSession, spec: NewReservation) -> list[allocation.Site]:
+    """Locations the strategy may draw on for lines that name none."""
+    loc = store.locations
+    eligible = loc.c.pickup_enabled.is_(True) if spec.pickup else loc.c.ship_from.is_(True)
+    rows = await session.execute(
+        select(loc.c.id, loc.c.allocation_priority, loc.c.latitude, loc.c.longitude).where(eligible)
+    )
+    sites = []
+    for r in rows:
+        distance = None
+        if spec.near is not None and r.latitude is not None and r.longitude is not None:
+            distance = geo.haversine_m(spec.near[0], spec.near[1], r.latitude, r.longitude)
+        sites.append(allocation.Site(r.id, r.allocation_priority, distance))
+    return sites
+
+
+async def _attempt(
+    unit: Unit, session: AsyncSession, spec: NewReservation, request_id: str, *, final: bool
+) -> res.Reservation:
+    now = utcnow()
+    skus = sorted({line.item for line in spec.lines})
+    fixed = sorted({line.location for line in spec.lines if line.location})
+    found_items, found_locations = await existing(session, skus, fixed)
+    require_found(skus, fixed, (found_items, found_locations))
+    inactive = [line for line in spec.lines if not found_items[line.item].active]
+    if inactive:
+        raise FailedPrecondition(
+            f"{convert.item_name(inactive[0].item)} is not active and cannot be reserved",
+            reason="ITEM_INACTIVE",
+            domain=DOMAIN,
+            metadata={"item": convert.item_name(inactive[0].item), "line_index": str(inactive[0].index)},
+            violations=[
+                ("ITEM_INACTIVE", f"lines[{line.index}]", f"{convert.item_name(line.item)} is not active")
+                for line in inactive
+            ],
+        )
+    sites = await _sites(session, spec) if any(not line.location for line in spec.lines) else []
+    where = sorted({*fixed, *(s.location for s in sites)})
+    snapshot = {
+        (r.location_id, r.item_sku): convert.quantities(r).available
+        for r in await store.levels_of_items(session, skus, where)
+    }
+    plan = allocation.plan(
+        spec.lines, strategy=spec.strategy, allow_split=spec.allow_split, sites=sites, available=snapshot
+    )
+    if plan.shortfalls:
+        raise insufficient(plan.shortfalls)
+
+    reservation_id = uuid.uuid4().hex
+    lines = [
+        (line.item, line.quantity, line.location, plan.allocations[line.index])
+        for line in sorted(spec.lines, key=lambda ln: ln.index)
+    ]
+    row = (
+        await session.execute(
+            store.reservations.insert()
+            .values(
+                id=reservation_id,
+                state=ACTIVE,
+                strategy=spec.strategy,
+                near_latitude=spec.near[0] if spec.near else None,
+                near_longitude=spec.near[1] if spec.near else None,
+                allow_split=spec.allow_split,
+                pickup=spec.pickup,
+                owner=spec.owner,
+                lines=convert.lines_json(lines),
+                expire_time=spec.expire_time,
+                version=1,
+                create_time=now,
+                update_time=now,
+            )
+            .returning(*store.reservations.c)
+        )
+    ).one()
+    await session.execute(
+        store.reservation_allocations.insert(),
+        [
+            {
+                "reservation_id": reservation_id,
+                "line_index": index,
+                "location_id": location_id,
+                "item_sku": sku,
+                "quantity": qty,
+            }
+            for index, (sku, _, _, parts) in enumerate(lines)
+            for location_id, qty in parts
+        ],
+    )
+    reservation = convert.reservation(row)
+    await reservation_event(session, unit.outbox, "created", reservation, now)
+
+    journal = unit.journal(session, now, request_id)
+    for location_id, sku, qty in plan.takes():  # sorted: the lock order
+        level = await store.reserve_guarded(session, location_id, sku, qty, now)
+        if level is None:
+            if not final:
+                raise _RaceLost
+            current = convert.quantities(await store.level(session, location_id, sku)).available
+            short = [
+                allocation.Shortfall(line.index, sku, line.quantity, current, line.location)
+                for line in spec.lines
+                if line.item == sku and any(loc == location_id for loc, _ in plan.allocations[line.index])
+            ]
+            raise insufficient(short)
+        journal.record(level, res.MOVEMENT_KIND_RESERVATION, 0, qty, reservation_id=reservation_id)
+    await journal.flush()
+    return reservation
+
+
+async def create_reservation(
+    unit: Unit, request: svc.CreateReservationRequest, spec: NewReservation
+) -> res.Reservation:
+    for attempt in range(MAX_ATTEMPTS):
+        final = attempt == MAX_ATTEMPTS - 1
+
+        async def work(session: AsyncSession, final: bool = final) -> res.Reservation:
+            return await _attempt(unit, session, spec, request.request_id, final=final)
+
+        try:
+            reservation, fresh = await unit.idempotent(
+                "inventory.CreateReservation", request.request_id, request, res.Reservation, work
+            )
+        except _RaceLost:
+            metrics.RESERVATION_RETRIES.inc()
+            await asyncio.sleep(0)
+            continue
+        except FailedPrecondition as exc:
+            metrics.RESERVATIONS.labels("rejected").inc()
+            metrics.RESERVATION_FAILURES.labels(exc.reason.lower()).inc()
+            raise
+        except NotFound:
+            metrics.RESERVATIONS.labels("rejected").inc()
+            metrics.RESERVATION_FAILURES.labels("unknown_item_or_location").inc()
+            raise
+        if fresh:
+            metrics.RESERVATIONS.labels("created").inc()
+        return reservation
+    raise AssertionError("unreachable: the final attempt raises instead of retrying")
+
+
+# --- read ------------------------------------------------------------------------------------
+
+
+async def get_reservation(unit: Unit, reservation_id: str) -> res.Reservation:
+    async with unit.tx() as session:
+        row = (
+            await session.execute(select(store.reservations).where(store.reservations.c.id == reservation_id))
+        ).first()
+    if row is None:
+        raise NotFound(convert.reservation_name(reservation_id), domain=DOMAIN)
+    return convert.reservation(row)
+
+
+async def list_reservations(
+    unit: Unit,
+    conditions: list[q.Condition],
+    order: list[tuple[str, bool]],
+    after: list[Any] | None,
+    page_size: int,
+    fingerprint: str,
+    *,
+    at_location: str | None = None,
+) -> svc.ListReservationsResponse:
+    r = store.reservations
+    conds = store.where(conditions, _RESERVATION_SQL)
+    if at_location is not None:  # a store associate sees the reservations of their store
+        conds.append(_RESERVATION_SQL["lines.allocations.location"]("=", convert.location_name(at_location)))
+    keys = [(RESERVATION_ORDER[f], desc) for f, desc in order]
+    keys.append((r.c.id, order[-1][1]))
+    async with unit.tx() as session:
+        rows = await store.page(session, select(r).where(*conds), keys, after, page_size)
+    response = svc.ListReservationsResponse(
+        reservations=[convert.reservation(row) for row in rows[:page_size]]
+    )
+    if len(rows) > page_size:
+        last = rows[page_size - 1]
+        response.next_page_token = q.encode_page_token([last._mapping[c.key] for c, _ in keys], fingerprint)
+    return response
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+async def _locked(session: AsyncSession, reservation_id: str) -> Row[Any]:
+    row = (
+        await session.execute(
+            select(store.reservations).where(store.reservations.c.id == reservation_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound(convert.reservation_name(reservation_id), domain=DOMAIN)
+    return row
+
+
+def _check_etag(row: Row[Any], given: str) -> None:
+    if given and convert.version_of(given) != row.version:
+        raise Aborted(
+            f"{convert.reservation_name(row.id)} changed since it was read",
+            current_etag=convert.etag(row.version),
+            domain=DOMAIN,
+        )
+
+
+async def _give_back(
+    session: AsyncSession,
+    journal: MovementJournal,
+    reservation_ids: Sequence[str],
+    kind: int,
+    now: datetime,
+    *,
+    reason: str = "",
+    reference: str = "",
+) -> None:
+    """Return what reservations hold to their levels, one movement per (level, reservation).
+
+    Levels are locked in (location, item) order whatever the reservations, like every other
+    writer of levels, so a sweeper batch and a reservation cannot deadlock.
+    """
+    alloc = store.reservation_allocations
+    rows = await session.execute(
+        select(alloc.c.location_id, alloc.c.item_sku, alloc.c.reservation_id, alloc.c.quantity).where(
+            alloc.c.reservation_id.in_(list(reservation_ids))
+        )
+    )
+    totals: dict[tuple[str, str, str], int] = {}
+    for r in rows:
+        key = (r.location_id, r.item_sku, r.reservation_id)
+        totals[key] = totals.get(key, 0) + r.quantity
+    on_hand_sign = -1 if kind == res.MOVEMENT_KIND_RESERVATION_COMMIT else 0
+    for (location_id, sku, reservation_id), qty in sorted(totals.items()):
+        level = await store.move(session, location_id, sku, on_hand_sign * qty, -qty, now)
+        journal.record(
+            level,
+            kind,
+            on_hand_sign * qty,
+            -qty,
+            reason=reason,
+            reference=reference,
+            reservation_id=reservation_id,
+        )
+
+
+async def _set_state(session: AsyncSession, row: Row[Any], values: dict[str, Any], now: datetime) -> Row[Any]:
+    return (
+        await session.execute(
+            update(store.reservations)
+            .where(store.reservations.c.id == row.id)
+            .values(**values, version=row.version + 1, update_time=now)
+            .returning(*store.reservations.c)
+        )
+    ).one()
+
+
+Authorize = Callable[[res.Reservation], None]
+
+
+async def extend_reservation(
+    unit: Unit,
+    request: svc.ExtendReservationRequest,
+    reservation_id: str,
+    new_expiry: Callable[[datetime], datetime],
+    authorize: Authorize,
+) -> res.Reservation:
+    async def work(session: AsyncSession) -> res.Reservation:
+        now = utcnow()
+        row = await _locked(session, reservation_id)
+        authorize(convert.reservation(row))
+        if row.state != ACTIVE:
+            raise not_active(row)
+        if row.expire_time <= now:
+            raise not_active(
+                row, f"{convert.reservation_name(row.id)} expired at {row.expire_time.isoformat()}"
+            )
+        _check_etag(row, request.etag)
+        expire_time = new_expiry(now)
+        if expire_time > row.create_time + MAX_TTL:
+            raise FailedPrecondition(
+                "a reservation may last at most 14 days from its creation",
+                reason="EXPIRY_TOO_LATE",
+                domain=DOMAIN,
+                metadata={"latest": (row.create_time + MAX_TTL).isoformat()},
+                violations=[
+                    ("EXPIRY_TOO_LATE", convert.reservation_name(row.id), "at most 14 days after creation")
+                ],
+            )
+        return convert.reservation(await _set_state(session, row, {"expire_time": expire_time}, now))
+
+    reservation, _ = await unit.idempotent(
+        "inventory.ExtendReservation", request.request_id, request, res.Reservation, work
+    )
+    return reservation
+
+
+async def commit_reservation(
+    unit: Unit, request: svc.CommitReservationRequest, reservation_id: str, authorize: Authorize
+) -> res.Reservation:
+    changed = False
+
+    async def work(session: AsyncSession) -> res.Reservation:
+        nonlocal changed
+        now = utcnow()
+        row = await _locked(session, reservation_id)
+        authorize(convert.reservation(row))
+        if row.state == COMMITTED:
+            return convert.reservation(row)
+        if row.state != ACTIVE:
+            raise not_active(row)
+        if row.expire_time <= now:
+            raise not_active(
+                row, f"{convert.reservation_name(row.id)} expired at {row.expire_time.isoformat()}"
+            )
+        _check_etag(row, request.etag)
+        journal = unit.journal(session, now, request.request_id)
+        await _give_back(
+            session, journal, [row.id], res.MOVEMENT_KIND_RESERVATION_COMMIT, now, reference=request.reference
+        )
+        await journal.flush()
+        reservation = convert.reservation(await _set_state(session, row, {"state": COMMITTED}, now))
+        await reservation_event(session, unit.outbox, "committed", reservation, now)
+        changed = True
+        return reservation
+
+    reservation, _ = await unit.idempotent(
+        "inventory.CommitReservation", request.request_id, request, res.Reservation, work
+    )
+    if changed:
+        metrics.RESERVATIONS.labels("committed").inc()
+    return reservation
+
+
+async def release_reservation(
+    unit: Unit, request: svc.ReleaseReservationRequest, reservation_id: str, authorize: Authorize
+) -> res.Reservation:
+    changed = False
+
+    async def work(session: AsyncSession) -> res.Reservation:
+        nonlocal changed
+        now = utcnow()
+        row = await _locked(session, reservation_id)
+        authorize(convert.reservation(row))
+        if row.state in (RELEASED, EXPIRED):
+            return convert.reservation(row)
+        if row.state != ACTIVE:
+            raise not_active(row)
+        _check_etag(row, request.etag)
+        journal = unit.journal(session, now, request.request_id)
+        await _give_back(
+            session, journal, [row.id], res.MOVEMENT_KIND_RESERVATION_RELEASE, now, reason=request.reason
+        )
+        await journal.flush()
+        updated = await _set_state(session, row, {"state": RELEASED, "release_reason": request.reason}, now)
+        reservation = convert.reservation(updated)
+        await reservation_event(session, unit.outbox, "released", reservation, now)
+        changed = True
+        return reservation
+
+    reservation, _ = await unit.idempotent(
+        "inventory.ReleaseReservation", request.request_id, request, res.Reservation, work
+    )
+    if changed:
+        metrics.RESERVATIONS.labels("released").inc()
+    return reservation
+
+
+# --- expiry ----------------------------------------------------------------------------------
+
+
+async def expire_due(unit: Unit, batch: int = 100) -> int:
+    """Expire one batch of ACTIVE reservations past their expiry; returns how many.
+
+    Rows are claimed with ``FOR UPDATE SKIP LOCKED``: several replicas sweep disjoint batches,
+    and a reservation being committed or released right now is simply left for the next pass.
+    """
+    r = store.reservations
+    now = utcnow()
+    async with unit.tx() as session:
+        due = list(
+            await session.execute(
+                select(r)
+                .where(r.c.state == ACTIVE, r.c.expire_time <= now)
+                .order_by(r.c.expire_time, r.c.id)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if not due:
+            return 0
+        journal = MovementJournal(session, unit.outbox, now, channel=system_channel())
+        ids = sorted(row.id for row in due)
+        await _give_back(session, journal, ids, res.MOVEMENT_KIND_RESERVATION_EXPIRY, now, reason="expired")
+        await journal.flush()
+        for row in due:
+            reservation = convert.reservation(await _set_state(session, row, {"state": EXPIRED}, now))
+            await reservation_event(session, unit.outbox, "expired", reservation, now)
+    metrics.RESERVATIONS.labels("expired").inc(len(due))
+    return len(due)
