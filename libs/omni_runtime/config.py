@@ -72,6 +72,10 @@ class Settings:
     jwks_cache_seconds: float = 300.0
     # When true, services accept calls without a token as an anonymous principal (tests only).
     auth_disabled: bool = False
+    # Client credentials this service presents to identity for service-to-service calls
+    # (OMNI_SERVICE_CLIENT_ID / OMNI_SERVICE_CLIENT_SECRET); empty: calls carry no token.
+    service_client_id: str = ""
+    service_client_secret: str = field(default="", repr=False)
     version: str = "0.1.0"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -112,6 +116,8 @@ class Settings:
             jwt_private_keys_dir=Path(keys_dir) if keys_dir else None,
             jwks_cache_seconds=_float(env, "OMNI_JWKS_CACHE_SECONDS", 300.0),
             auth_disabled=env.get("OMNI_AUTH_DISABLED", "") == "1",
+            service_client_id=env.get("OMNI_SERVICE_CLIENT_ID", ""),
+            service_client_secret=env.get("OMNI_SERVICE_CLIENT_SECRET", ""),
             version=env.get("OMNI_VERSION", "0.1.0"),
             extra=extra,
         )

@@ -5,7 +5,8 @@ consumers and background loops it runs); ``ServiceHost`` does everything else th
 every service, so a service's folder holds only its own domain.
 
 Readiness is real: the health service answers SERVING only while the database answers and NATS
-is connected. Shutdown on SIGTERM: health goes NOT_SERVING first (load balancers stop sending),
+is connected (for the overall ``""`` name and each gRPC service name); the ``liveness`` name is
+SERVING while the process runs, for liveness probes that must not restart pods on a database outage. Shutdown on SIGTERM: health goes NOT_SERVING first (load balancers stop sending),
 then the server stops accepting and drains in-flight calls for the grace period, then
 background loops stop, connections close and telemetry is flushed.
 """
@@ -26,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from omni_runtime import metrics, tracing
 from omni_runtime.auth.keys import KeySource
+from omni_runtime.auth.service_tokens import ServiceTokenProvider
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.clients import PeerChannels
 from omni_runtime.config import Settings
@@ -42,6 +44,10 @@ from omni_runtime.logs import configure_logging
 
 log = logging.getLogger("omni.server")
 
+# Health name for liveness/startup probes: SERVING while the process runs, whatever its backends
+# do, so a database outage makes pods unready (no traffic) rather than restarting them.
+LIVENESS = "liveness"
+
 # Clients reconnect (and so re-balance across replicas) at least this often.
 MAX_CONNECTION_AGE_MS = 5 * 60 * 1000
 MAX_CONNECTION_AGE_GRACE_MS = 30 * 1000
@@ -57,6 +63,9 @@ class Runtime:
     outbox: Outbox | None
     peers: PeerChannels
     key_source: KeySource | None = None
+    # Channels for public calls to peers (identity's JWKS and IssueServiceToken): never carry a
+    # service token, so authenticating never depends on already being authenticated.
+    public_peers: PeerChannels | None = None
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     consumers: list[EventConsumer] = field(default_factory=list)
 
@@ -111,7 +120,20 @@ def server_options() -> list[tuple[str, Any]]:
 async def default_key_source(runtime: Runtime) -> KeySource:
     from omni_runtime.auth.jwks_client import identity_jwks_source
 
-    return identity_jwks_source(runtime.peers.channel("identity"), ttl=runtime.settings.jwks_cache_seconds)
+    peers = runtime.public_peers or runtime.peers
+    return identity_jwks_source(peers.channel("identity"), ttl=runtime.settings.jwks_cache_seconds)
+
+
+def build_peers(settings: Settings) -> tuple[PeerChannels, PeerChannels]:
+    """(peers, public peers). With service client credentials, calls to peers carry a service
+    token from identity (ServiceTokenProvider); the public peers never do."""
+    public = PeerChannels(settings.targets)
+    if not (settings.service_client_id and settings.service_client_secret):
+        return public, public
+    provider = ServiceTokenProvider(
+        public.channel("identity"), settings.service_client_id, settings.service_client_secret
+    )
+    return PeerChannels(settings.targets, token_provider=provider), public
 
 
 class ServiceHost:
@@ -151,8 +173,9 @@ class ServiceHost:
         db = Database(settings.database_url) if defn.uses_database else None
         bus = EventBus(settings.nats_url, name=f"omni-{settings.service}") if defn.uses_events else None
         outbox = Outbox(settings.service, db, bus) if db is not None and bus is not None else None
+        peers, public_peers = build_peers(settings)
         runtime = Runtime(
-            settings=settings, db=db, bus=bus, outbox=outbox, peers=PeerChannels(settings.targets)
+            settings=settings, db=db, bus=bus, outbox=outbox, peers=peers, public_peers=public_peers
         )
         self.runtime = runtime
         if bus is not None:
@@ -175,6 +198,7 @@ class ServiceHost:
         if self.port == 0:
             raise RuntimeError(f"cannot listen on port {settings.grpc_port}")
         await self._set_health(False)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         self.server = server
 
@@ -247,6 +271,8 @@ class ServiceHost:
         rt = self.runtime
         if rt is not None:
             await rt.peers.close()
+            if rt.public_peers is not None and rt.public_peers is not rt.peers:
+                await rt.public_peers.close()
             if rt.bus is not None:
                 await rt.bus.close()
             if rt.db is not None:

@@ -71,6 +71,11 @@ def workload_problems(release: Release, services: Mapping[str, str]) -> list[str
                     problems.append(f"{where}: {probe_name} is not a native gRPC probe on 50051")
             elif (probe.get("httpGet") or {}).get("port") not in {"http", 8080}:
                 problems.append(f"{where}: {probe_name} is not an HTTP probe on the http port")
+        for probe_name in ("startupProbe", "livenessProbe"):
+            service = ((c.get(probe_name) or {}).get("grpc") or {}).get("service")
+            if protocol == "grpc" and service != "liveness":
+                # The overall health follows PostgreSQL and NATS: probing it would restart pods on an outage.
+                problems.append(f"{where}: {probe_name} must ask for the 'liveness' health name, not {service!r}")
         readiness = c.get("readinessProbe") or {}
         if protocol == "grpc" and not str((readiness.get("grpc") or {}).get("service", "")).startswith(
             f"omni.{name}."

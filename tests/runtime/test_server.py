@@ -46,6 +46,8 @@ async def test_not_serving_until_nats_is_reachable_then_serving(
     async with running_service(probe_definition(), settings, key_source=key_source, wait_ready=False) as svc:
         assert await health_status(svc.channel) == NOT_SERVING
         assert await health_status(svc.channel, SERVICE_NAME) == NOT_SERVING
+        # Liveness does not follow the backends: an outage must not get pods restarted.
+        assert await health_status(svc.channel, "liveness") == SERVING
         nats = EmbeddedNats(tmp_path_factory.mktemp("late-nats") / "js", port)
         nats.start()
         try:

@@ -119,6 +119,9 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
         *_STAFF_SELF,
         ("identity.customers.get", ALL),
         ("identity.identities.resolve", ALL),
+        # Recognize the customer at the till: see and attest their loyalty card.
+        ("identity.identifiers.list", ALL),
+        ("identity.identifiers.link", ALL),
         ("profile.profiles.get", ALL),
         ("profile.customerViews.get", ALL),
         ("profile.interactions.create", ALL),
