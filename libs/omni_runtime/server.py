@@ -6,9 +6,10 @@ every service, so a service's folder holds only its own domain.
 
 Readiness is real: the health service answers SERVING only while the database answers and NATS
 is connected (for the overall ``""`` name and each gRPC service name); the ``liveness`` name is
-SERVING while the process runs, for liveness probes that must not restart pods on a database outage. Shutdown on SIGTERM: health goes NOT_SERVING first (load balancers stop sending),
-then the server stops accepting and drains in-flight calls for the grace period, then
-background loops stop, connections close and telemetry is flushed.
+SERVING while the process runs, for liveness probes that must not restart pods on a database
+outage. Shutdown on SIGTERM: health goes NOT_SERVING first (load balancers stop sending), then
+the server stops accepting and drains in-flight calls for the grace period, then background
+loops stop, connections close and telemetry is flushed.
 """
 
 from __future__ import annotations

@@ -74,8 +74,10 @@ def workload_problems(release: Release, services: Mapping[str, str]) -> list[str
         for probe_name in ("startupProbe", "livenessProbe"):
             service = ((c.get(probe_name) or {}).get("grpc") or {}).get("service")
             if protocol == "grpc" and service != "liveness":
-                # The overall health follows PostgreSQL and NATS: probing it would restart pods on an outage.
-                problems.append(f"{where}: {probe_name} must ask for the 'liveness' health name, not {service!r}")
+                # Overall health follows PostgreSQL and NATS: probing it restarts pods on an outage.
+                problems.append(
+                    f"{where}: {probe_name} must probe the 'liveness' health name, not {service!r}"
+                )
         readiness = c.get("readinessProbe") or {}
         if protocol == "grpc" and not str((readiness.get("grpc") or {}).get("service", "")).startswith(
             f"omni.{name}."
