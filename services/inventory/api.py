@@ -442,7 +442,8 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             check.fail("reservation.near", "is required with ALLOCATION_STRATEGY_NEAREST", "REQUIRED")
         now = datetime.now(UTC)
         expiration = r.WhichOneof("expiration")
-        expire_time = now + reservations.DEFAULT_TTL
+        expire_time: datetime | None = None
+        ttl = reservations.DEFAULT_TTL
         if expiration == "expire_time":
             expire_time = _timestamp(r.expire_time)
             if expire_time <= now:
@@ -453,7 +454,6 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             ttl = _duration(r.ttl)
             if not timedelta(0) < ttl <= reservations.MAX_TTL:
                 check.fail("reservation.ttl", "must be positive and at most 14 days", "OUT_OF_RANGE")
-            expire_time = now + ttl
         check.length("reservation.owner", r.owner, max_len=500)
         return reservations.NewReservation(
             lines=lines,
@@ -462,6 +462,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
             allow_split=r.allow_split,
             pickup=r.pickup,
             expire_time=expire_time,
+            ttl=ttl,
             owner=r.owner,
         )
 

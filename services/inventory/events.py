@@ -157,24 +157,21 @@ class MovementJournal:
         per_pair = Counter((row.fired_location, row.item_sku) for row in fired)
         available = {(loc, sku): qty for loc, sku, qty in back}
         if fired:
-            titles = dict(
-                (
-                    await self.session.execute(
-                        select(store.items.c.sku, store.items.c.title).where(
-                            store.items.c.sku.in_({r.item_sku for r in fired})
-                        )
+            items, places = store.items, store.locations
+            titles = {
+                r.sku: r.title
+                for r in await self.session.execute(
+                    select(items.c.sku, items.c.title).where(items.c.sku.in_({r.item_sku for r in fired}))
+                )
+            }
+            names = {
+                r.id: r.display_name
+                for r in await self.session.execute(
+                    select(places.c.id, places.c.display_name).where(
+                        places.c.id.in_({r.fired_location for r in fired})
                     )
-                ).tuples()
-            )
-            places = dict(
-                (
-                    await self.session.execute(
-                        select(store.locations.c.id, store.locations.c.display_name).where(
-                            store.locations.c.id.in_({r.fired_location for r in fired})
-                        )
-                    )
-                ).tuples()
-            )
+                )
+            }
             for row in fired:
                 await self.outbox.emit(
                     self.session,
@@ -184,7 +181,7 @@ class MovementJournal:
                         item=convert.item_name(row.item_sku),
                         item_title=titles.get(row.item_sku, ""),
                         location=convert.location_name(row.fired_location),
-                        location_display_name=places.get(row.fired_location, ""),
+                        location_display_name=names.get(row.fired_location, ""),
                         available=available.get((row.fired_location, row.item_sku), 0),
                         subscribed_channel=convert.channel(row),
                         occur_time=convert.ts(self.now),

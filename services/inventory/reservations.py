@@ -104,7 +104,9 @@ class NewReservation:
     near: tuple[float, float] | None
     allow_split: bool
     pickup: bool
-    expire_time: datetime
+    # Either an absolute expiry, or a time to live counted from the creation.
+    expire_time: datetime | None
+    ttl: timedelta
     owner: str
 
 
@@ -224,7 +226,7 @@ async def _attempt(
                 pickup=spec.pickup,
                 owner=spec.owner,
                 lines=convert.lines_json(lines),
-                expire_time=spec.expire_time,
+                expire_time=spec.expire_time or now + spec.ttl,
                 version=1,
                 create_time=now,
                 update_time=now,
