@@ -1,0 +1,247 @@
+"""A thin adapter over the inventory service's stub: the few calls the cart makes, in the cart's
+own terms, with the inventory's errors turned into the cart's.
+
+Calls go through ``runtime.peers.channel("inventory")``, which already carries the caller's
+deadline, trace context, channel headers, request id and the cart's service token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
+from omni.inventory.v1 import inventory_service_pb2 as inv
+from omni.inventory.v1 import inventory_service_pb2_grpc as inv_grpc
+from omni.inventory.v1 import resources_pb2 as inv_r
+from omni_runtime.clients import PeerChannels
+from omni_runtime.errors import Unavailable, status_of, unpack_details
+
+from services.cart.convert import ts
+from services.cart.domain.pricing import CatalogItem
+
+log = logging.getLogger("omni.cart.inventory")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreView:
+    """A store as a pickup line needs it: can customers collect there, what it is called, and
+    how many units of the asked items it has available now."""
+
+    name: str
+    display_name: str
+    pickup_enabled: bool
+    available: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationLine:
+    item: str
+    quantity: int
+
+
+class ReservationRefused(Exception):
+    """Inventory refused a reservation (FAILED_PRECONDITION): why, and which of its lines."""
+
+    def __init__(
+        self, reason: str, message: str, violations: list[tuple[str, str, str]], metadata: dict[str, str]
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.violations = violations
+        self.metadata = metadata
+
+
+def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
+    if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        log.error("inventory refused the cart's %s: %s %s", what, exc.code().name, exc.details())
+    return Unavailable(
+        f"the inventory service could not {what} ({exc.code().name}); retry later",
+        reason="INVENTORY_UNAVAILABLE",
+        domain="omni.cart",
+        metadata={"inventory_code": exc.code().name},
+    )
+
+
+class InventoryClient:
+    def __init__(self, peers: PeerChannels) -> None:
+        self._peers = peers
+        self._stub: inv_grpc.InventoryServiceStub | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def stub(self) -> inv_grpc.InventoryServiceStub:
+        channel = self._peers.channel("inventory")
+        if self._stub is None or channel is not self._channel:
+            self._stub = inv_grpc.InventoryServiceStub(channel)
+            self._channel = channel
+        return self._stub
+
+    # ---------------------------------------------------------------------------------------
+    # Catalogue and availability
+    # ---------------------------------------------------------------------------------------
+
+    async def item(self, name: str) -> CatalogItem | None:
+        """The catalogue entry of ``items/…``, or None when there is no such item."""
+        try:
+            found = await self.stub.GetItem(inv.GetItemRequest(name=name))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise _unavailable(exc, "read the catalogue") from exc
+        return CatalogItem(
+            name=found.name,
+            title=found.title,
+            active=found.active,
+            prices={p.currency_code: p.minor_units for p in found.prices},
+        )
+
+    async def items(self, names: Iterable[str]) -> dict[str, CatalogItem | None]:
+        """Several items at once (concurrently: the catalogue has no batch read)."""
+        wanted = list(dict.fromkeys(names))
+        found = await asyncio.gather(*(self.item(n) for n in wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    async def store(self, store: str, items: Sequence[str]) -> StoreView | None:
+        """A store's pickup flag, name and availability of ``items``; None if it is unknown."""
+        request = inv.CheckAvailabilityRequest(
+            items=list(dict.fromkeys(items)), locations=inv.LocationList(locations=[store])
+        )
+        try:
+            answer = await self.stub.CheckAvailability(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise _unavailable(exc, "check availability") from exc
+        summary = next((loc for loc in answer.locations if loc.location == store), None)
+        if summary is None:
+            return None
+        available: dict[str, int] = {}
+        for entry in answer.items:
+            for at in entry.locations:
+                if at.location.location == store:
+                    available[entry.item] = at.available
+        return StoreView(store, summary.display_name, summary.pickup_enabled, available)
+
+    async def shippable(self, items: Sequence[str]) -> dict[str, int]:
+        """Units of each item available over every location that ships."""
+        request = inv.CheckAvailabilityRequest(items=list(dict.fromkeys(items)), ship_from=True)
+        try:
+            answer = await self.stub.CheckAvailability(request)
+        except grpc.aio.AioRpcError as exc:
+            raise _unavailable(exc, "check availability") from exc
+        return {entry.item: entry.total_available for entry in answer.items}
+
+    # ---------------------------------------------------------------------------------------
+    # Reservations
+    # ---------------------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        *,
+        request_id: str,
+        owner: str,
+        lines: Sequence[ReservationLine],
+        pickup_store: str | None,
+        ttl: timedelta,
+    ) -> inv_r.Reservation:
+        """Reserve all ``lines`` (at ``pickup_store``, or wherever ships), all or nothing."""
+        reservation = inv_r.Reservation(
+            lines=[
+                inv_r.ReservationLine(item=ln.item, quantity=ln.quantity, location=pickup_store or "")
+                for ln in lines
+            ],
+            strategy=(
+                inv_r.ALLOCATION_STRATEGY_FIXED_LOCATION
+                if pickup_store
+                else inv_r.ALLOCATION_STRATEGY_PRIORITY
+            ),
+            allow_split=not pickup_store,
+            pickup=bool(pickup_store),
+            ttl=duration_pb2.Duration(seconds=int(ttl.total_seconds())),
+            owner=owner,
+        )
+        try:
+            made: inv_r.Reservation = await self.stub.CreateReservation(
+                inv.CreateReservationRequest(reservation=reservation, request_id=request_id)
+            )
+            return made
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                raise _refusal(exc) from exc
+            raise _unavailable(exc, "reserve stock") from exc
+
+    async def active_reservations(self, owner: str) -> list[str]:
+        """Names of the ACTIVE reservations made for ``owner`` (an order)."""
+        names: list[str] = []
+        token = ""
+        while True:
+            request = inv.ListReservationsRequest(
+                filter=f'owner = "{owner}" AND state = RESERVATION_STATE_ACTIVE',
+                page_size=100,
+                page_token=token,
+            )
+            try:
+                page = await self.stub.ListReservations(request)
+            except grpc.aio.AioRpcError as exc:
+                raise _unavailable(exc, "list reservations") from exc
+            names += [res.name for res in page.reservations]
+            token = page.next_page_token
+            if not token:
+                return names
+
+    async def release(self, name: str, *, reason: str, request_id: str = "") -> None:
+        """Release a reservation; releasing one already released or expired is a no-op."""
+        try:
+            await self.stub.ReleaseReservation(
+                inv.ReleaseReservationRequest(name=name, reason=reason[:500], request_id=request_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return
+            raise _unavailable(exc, "release stock") from exc
+
+    async def commit(self, name: str, *, reference: str, request_id: str = "") -> inv_r.Reservation:
+        try:
+            committed: inv_r.Reservation = await self.stub.CommitReservation(
+                inv.CommitReservationRequest(name=name, reference=reference, request_id=request_id)
+            )
+            return committed
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise _refusal(exc) from exc
+            raise _unavailable(exc, "commit stock") from exc
+
+    async def extend(self, name: str, *, until: datetime, request_id: str = "") -> inv_r.Reservation:
+        try:
+            extended: inv_r.Reservation = await self.stub.ExtendReservation(
+                inv.ExtendReservationRequest(name=name, expire_time=ts(until), request_id=request_id)
+            )
+            return extended
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
+                raise _refusal(exc) from exc
+            raise _unavailable(exc, "extend the reservation") from exc
+
+
+def _refusal(exc: grpc.aio.AioRpcError) -> ReservationRefused:
+    status = status_of(exc)
+    reason = exc.code().name
+    metadata: dict[str, str] = {}
+    violations: list[tuple[str, str, str]] = []
+    if status is not None:
+        details = unpack_details(status)
+        info = details.get("ErrorInfo")
+        if isinstance(info, error_details_pb2.ErrorInfo):
+            reason = info.reason
+            metadata = dict(info.metadata)
+        failure = details.get("PreconditionFailure")
+        if isinstance(failure, error_details_pb2.PreconditionFailure):
+            violations = [(v.type, v.subject, v.description) for v in failure.violations]
+    return ReservationRefused(reason, exc.details() or reason, violations, metadata)

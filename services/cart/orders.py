@@ -1,0 +1,477 @@
+"""Order use cases: read, list, cancel, and the pickup / shipping lifecycle.
+
+Every change locks the order row, calls the inventory for the group's reservation (release,
+extend, commit: all idempotent on the inventory's side, so a retry after a lost answer is
+safe), updates the order document, derives its state from its groups and emits the event, in
+one transaction. Store associates act only on orders picked up at their own store.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.message import Message
+from omni.cart.v1 import events_pb2 as ev
+from omni.cart.v1 import resources_pb2 as r
+from omni_runtime import names
+from omni_runtime.auth.permissions import Scope, current_scope, require_store
+from omni_runtime.context import current_channel, current_principal
+from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from omni_runtime.server import Runtime
+from sqlalchemy import and_, or_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.cart import filters, store
+from services.cart.config import CartConfig
+from services.cart.convert import from_ts, money, ts
+from services.cart.domain import orders as rules
+from services.cart.inventory_client import InventoryClient, ReservationRefused
+
+DOMAIN = "omni.cart"
+ORDER_PATTERN = "customers/{customer}/orders/{order}"
+NAMESPACE = uuid.UUID("0b6f6c3e-8d0c-4d3e-9a57-4c8f3f1f2b90")
+# Contract: a pickup is held at most 14 days after the order was placed.
+MAX_PICKUP = timedelta(days=14)
+
+# An event to emit, built from the order after the change.
+EventFactory = Callable[[r.Order], Message]
+Change = Callable[[r.Order, AsyncSession, datetime], Awaitable[list[EventFactory] | None]]
+
+ORDER_FILTER = filters.FieldSet(
+    {
+        "state": filters.Field(store.orders.c.state, filters.Kind.ENUM, enum=r.OrderState),
+        "pickup_stores": filters.Field(store.orders.c.pickup_stores, filters.Kind.TEXT_ARRAY),
+        "order_number": filters.Field(store.orders.c.order_number, filters.Kind.TEXT),
+        "channel.channel": filters.Field(
+            store.orders.c.channel, filters.Kind.ENUM, enum=filters.CHANNEL_ENUM
+        ),
+        "channel.store": filters.Field(store.orders.c.channel_store, filters.Kind.TEXT),
+        "create_time": filters.Field(store.orders.c.create_time, filters.Kind.TIME),
+        "fulfillment_groups.state": filters.Field(
+            store.orders.c.group_states, filters.Kind.ENUM_ARRAY, enum=r.FulfillmentGroupState
+        ),
+    }
+)
+ORDERINGS = {
+    "create_time desc": (store.orders.c.create_time, True),
+    "create_time": (store.orders.c.create_time, False),
+    "update_time desc": (store.orders.c.update_time, True),
+}
+
+
+def _step_id(order: r.Order, what: str) -> str:
+    """Request id of an inventory call made for a step of an order (retries reuse it)."""
+    return str(uuid.uuid5(NAMESPACE, f"{order.name}/{order.etag}/{what}"))
+
+
+def _refused(order: r.Order, refusal: ReservationRefused) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the inventory refused: {refusal.message}",
+        reason=refusal.reason or "RESERVATION_NOT_ACTIVE",
+        domain=DOMAIN,
+        metadata={"resource": order.name, **refusal.metadata},
+    )
+
+
+class OrderOps:
+    def __init__(self, runtime: Runtime, config: CartConfig, inventory: InventoryClient) -> None:
+        assert runtime.db is not None and runtime.outbox is not None
+        self.db = runtime.db
+        self.outbox = runtime.outbox
+        self.config = config
+        self.inventory = inventory
+
+    # ---------------------------------------------------------------------------------------
+    # Access
+    # ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def authorize(order: r.Order, store_name: str = "") -> None:
+        """A store associate may act only on orders picked up at their own store."""
+        if current_scope.get() is not Scope.STORE:
+            return
+        if store_name:
+            require_store(store_name)
+            return
+        mine = current_principal.get().store
+        stores = rules.pickup_stores(order)
+        require_store(mine if mine and mine in stores else (stores[0] if stores else order.name))
+
+    async def get(self, customer: str, order_id: str) -> r.Order:
+        async with self.db.transaction() as session:
+            order = await store.load_order(session, customer, order_id)
+        name = names.build(ORDER_PATTERN, customer=customer, order=order_id)
+        if order is None:
+            raise NotFound(name, domain=DOMAIN)
+        self.authorize(order)
+        return order
+
+    async def list(
+        self, *, customer: str | None, page_size: int, page_token: str, filter_text: str, order_by: str
+    ) -> tuple[builtins.list[r.Order], str, int]:
+        ordering = (order_by or "create_time desc").strip().lower()
+        ordering = " ".join(ordering.split())
+        if ordering not in ORDERINGS:
+            raise InvalidArgument(
+                [FieldViolation("order_by", f"must be one of {', '.join(ORDERINGS)}", "INVALID_ORDER_BY")]
+            )
+        column, descending = ORDERINGS[ordering]
+        conditions = ORDER_FILTER.compile(filter_text, "filter")
+        if current_scope.get() is Scope.STORE:
+            mine = current_principal.get().store
+            conditions.append(store.orders.c.pickup_stores.contains([mine]))
+        fingerprint = f"{customer}|{filter_text}|{ordering}|{current_principal.get().store}"
+        after = None
+        if page_token:
+            value, last_id = _decode_token(page_token, fingerprint)
+            key = datetime.fromisoformat(value)
+            if descending:
+                after = or_(column < key, and_(column == key, store.orders.c.id < last_id))
+            else:
+                after = or_(column > key, and_(column == key, store.orders.c.id > last_id))
+        sort = (
+            [column.desc(), store.orders.c.id.desc()]
+            if descending
+            else [column.asc(), store.orders.c.id.asc()]
+        )
+        async with self.db.transaction() as session:
+            found, total = await store.list_orders(
+                session,
+                customer=customer,
+                conditions=conditions,
+                order_by=sort,
+                after=after,
+                limit=page_size + 1,
+            )
+        token = ""
+        if len(found) > page_size:
+            found = found[:page_size]
+            last = found[-1]
+            stamp = last.create_time if column is store.orders.c.create_time else last.update_time
+            token = _encode_token(from_ts(stamp).isoformat(), last.name.rsplit("/", 1)[-1], fingerprint)
+        return found, token, total
+
+    # ---------------------------------------------------------------------------------------
+    # The change pipeline
+    # ---------------------------------------------------------------------------------------
+
+    async def mutate(
+        self,
+        *,
+        method: str,
+        customer: str,
+        order_id: str,
+        request: Message,
+        request_id: str,
+        etag: str,
+        change: Change,
+    ) -> r.Order:
+        name = names.build(ORDER_PATTERN, customer=customer, order=order_id)
+        scope = f"{method}:{name}"
+        try:
+            async with self.db.transaction() as session:
+                replay = await recall(session, scope, request_id, request, r.Order)
+                if replay is not None:
+                    return replay
+                order = await store.load_order(session, customer, order_id, lock=True)
+                if order is None:
+                    raise NotFound(name, domain=DOMAIN)
+                if etag and etag != order.etag:
+                    self.authorize(order)
+                    raise Aborted(
+                        f"{name} changed since etag {etag!r}; re-read it and retry",
+                        current_etag=order.etag,
+                        domain=DOMAIN,
+                        metadata={"resource": name},
+                    )
+                now = datetime.now(UTC)
+                factories = await change(order, session, now)
+                if factories is not None:
+                    order.etag = str(int(order.etag or 0) + 1)
+                    order.update_time.CopyFrom(ts(now))
+                    order.state = rules.derive_state(order)  # type: ignore[assignment]
+                    await store.save_order(session, order_id, order)
+                    for factory in factories:
+                        await self.outbox.emit(session, factory(order))
+                await remember(session, scope, request_id, request, order)
+        except IntegrityError:
+            async with self.db.transaction() as session:
+                replay = await recall(session, scope, request_id, request, r.Order)
+            if replay is None:
+                raise
+            return replay
+        return order
+
+    # ---------------------------------------------------------------------------------------
+    # Lifecycle
+    # ---------------------------------------------------------------------------------------
+
+    async def cancel(
+        self, request: Message, *, customer: str, order_id: str, reason: str, etag: str, request_id: str
+    ) -> r.Order:
+        async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
+            self.authorize(order)
+            if not rules.check_cancellable(order):
+                return None
+            for group in order.fulfillment_groups:
+                if group.state in (rules.OPEN, rules.READY):
+                    await self.inventory.release(
+                        group.reservation,
+                        reason=f"order {order.order_number} cancelled",
+                        request_id=_step_id(order, f"release:{group.reservation}"),
+                    )
+                    group.state = rules.CANCELLED
+            order.cancel_reason = reason
+            actor = current_principal.get().subject
+            return [lambda o: self._cancelled_event(o, customer, reason, now, automatic=False, actor=actor)]
+
+        return await self.mutate(
+            method="CancelOrder",
+            customer=customer,
+            order_id=order_id,
+            request=request,
+            request_id=request_id,
+            etag=etag,
+            change=change,
+        )
+
+    @staticmethod
+    def _cancelled_event(
+        order: r.Order, customer: str, reason: str, now: datetime, *, automatic: bool, actor: str
+    ) -> ev.OrderCancelledEvent:
+        refund = order.total.minor_units if order.payment_reference else 0
+        return ev.OrderCancelledEvent(
+            order=order,
+            customer=f"customers/{customer}",
+            reason=reason,
+            automatic=automatic,
+            cancelled_by=actor,
+            refund_amount=money(order.currency_code, refund),
+            occur_time=ts(now),
+        )
+
+    async def mark_ready(
+        self,
+        request: Message,
+        *,
+        customer: str,
+        order_id: str,
+        pickup_store: str,
+        deadline: datetime | None,
+        etag: str,
+        request_id: str,
+    ) -> r.Order:
+        async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
+            group = rules.pickup_group(order, pickup_store)
+            store_name = group.fulfillment.pickup_store
+            self.authorize(order, store_name)
+            if not rules.check_ready(order, group):
+                return None
+            latest = from_ts(order.create_time) + MAX_PICKUP
+            if deadline is not None and (deadline <= now or deadline > latest):
+                raise InvalidArgument(
+                    [
+                        FieldViolation(
+                            "pickup_deadline",
+                            "must be in the future and at most 14 days after the order was placed"
+                            f" ({latest.isoformat()})",
+                            "OUT_OF_RANGE",
+                        )
+                    ]
+                )
+            until = deadline or min(now + self.config.pickup_window, latest)
+            try:
+                extended = await self.inventory.extend(
+                    group.reservation, until=until, request_id=_step_id(order, f"ready:{store_name}")
+                )
+            except ReservationRefused as refusal:
+                raise _refused(order, refusal) from refusal
+            group.state = rules.READY
+            group.ready_time.CopyFrom(ts(now))
+            group.pickup_deadline.CopyFrom(
+                extended.expire_time if extended.HasField("expire_time") else ts(until)
+            )
+            actor = current_principal.get().subject
+            line_ids = list(group.line_ids)
+            display = group.fulfillment.pickup_store_display_name
+            group_deadline = group.pickup_deadline
+
+            def event(o: r.Order) -> Message:
+                return ev.OrderReadyForPickupEvent(
+                    order=o,
+                    customer=f"customers/{customer}",
+                    pickup_store=store_name,
+                    pickup_store_display_name=display,
+                    pickup_deadline=group_deadline,
+                    line_ids=line_ids,
+                    marked_by=actor,
+                    occur_time=ts(now),
+                )
+
+            return [event]
+
+        return await self.mutate(
+            method="MarkOrderReadyForPickup",
+            customer=customer,
+            order_id=order_id,
+            request=request,
+            request_id=request_id,
+            etag=etag,
+            change=change,
+        )
+
+    async def collect(
+        self, request: Message, *, customer: str, order_id: str, pickup_store: str, etag: str, request_id: str
+    ) -> r.Order:
+        async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
+            group = rules.pickup_group(order, pickup_store)
+            store_name = group.fulfillment.pickup_store
+            self.authorize(order, store_name)
+            if not rules.check_handover(order, group):
+                return None
+            try:
+                await self.inventory.commit(
+                    group.reservation,
+                    reference=order.order_number,
+                    request_id=_step_id(order, f"collect:{store_name}"),
+                )
+            except ReservationRefused as refusal:
+                raise _refused(order, refusal) from refusal
+            actor = current_principal.get().subject
+            group.state = rules.COLLECTED
+            group.fulfill_time.CopyFrom(ts(now))
+            group.fulfilled_by = actor
+            line_ids = list(group.line_ids)
+            channel = current_channel.get().to_proto()
+
+            def event(o: r.Order) -> Message:
+                return ev.OrderCollectedEvent(
+                    order=o,
+                    customer=f"customers/{customer}",
+                    pickup_store=store_name,
+                    line_ids=line_ids,
+                    collected_by=actor,
+                    channel=channel,
+                    occur_time=ts(now),
+                )
+
+            return [event]
+
+        return await self.mutate(
+            method="CollectOrder",
+            customer=customer,
+            order_id=order_id,
+            request=request,
+            request_id=request_id,
+            etag=etag,
+            change=change,
+        )
+
+    async def ship(
+        self, request: Message, *, customer: str, order_id: str, tracking: str, etag: str, request_id: str
+    ) -> r.Order:
+        async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
+            group = rules.ship_group(order)
+            self.authorize(order)
+            if not rules.check_handover(order, group):
+                return None
+            try:
+                await self.inventory.commit(
+                    group.reservation, reference=order.order_number, request_id=_step_id(order, "ship")
+                )
+            except ReservationRefused as refusal:
+                raise _refused(order, refusal) from refusal
+            group.state = rules.SHIPPED
+            group.fulfill_time.CopyFrom(ts(now))
+            group.fulfilled_by = current_principal.get().subject
+            group.tracking_reference = tracking
+            line_ids = list(group.line_ids)
+
+            def event(o: r.Order) -> Message:
+                return ev.OrderShippedEvent(
+                    order=o,
+                    customer=f"customers/{customer}",
+                    line_ids=line_ids,
+                    tracking_reference=tracking,
+                    occur_time=ts(now),
+                )
+
+            return [event]
+
+        return await self.mutate(
+            method="MarkOrderShipped",
+            customer=customer,
+            order_id=order_id,
+            request=request,
+            request_id=request_id,
+            etag=etag,
+            change=change,
+        )
+
+    async def reservation_expired(self, session: AsyncSession, reservation: str, owner: str) -> bool:
+        """A group's reservation expired (pickup not collected in time): cancel that group, and
+        the order once nothing is left. Runs in the consumer's transaction."""
+        parsed = names.parse(ORDER_PATTERN, owner)
+        if parsed is None:
+            return False
+        order = await store.load_order(session, parsed["customer"], parsed["order"], lock=True)
+        if order is None:
+            return False
+        hit = [
+            g
+            for g in order.fulfillment_groups
+            if g.reservation == reservation and g.state in (rules.OPEN, rules.READY)
+        ]
+        if not hit:
+            return False
+        now = datetime.now(UTC)
+        for group in hit:
+            group.state = rules.CANCELLED
+        order.etag = str(int(order.etag or 0) + 1)
+        order.update_time.CopyFrom(ts(now))
+        order.state = rules.derive_state(order)  # type: ignore[assignment]
+        reason = "the goods were not collected before the pickup deadline"
+        if order.state == r.ORDER_STATE_CANCELLED:
+            order.cancel_reason = reason
+        await store.save_order(session, parsed["order"], order)
+        if order.state == r.ORDER_STATE_CANCELLED:
+            await self.outbox.emit(
+                session,
+                self._cancelled_event(order, parsed["customer"], reason, now, automatic=True, actor=""),
+            )
+        return True
+
+
+def _encode_token(value: str, last_id: str, fingerprint: str) -> str:
+    raw = json.dumps({"v": value, "i": last_id, "f": fingerprint}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, fingerprint: str) -> tuple[str, str]:
+    try:
+        data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if data["f"] != fingerprint:
+            raise ValueError("other query")
+        datetime.fromisoformat(data["v"])
+        return str(data["v"]), str(data["i"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "page_token",
+                    "is not a token of this listing (same parent, filter and order)",
+                    "INVALID_PAGE_TOKEN",
+                )
+            ]
+        ) from None
+
+
+__all__: Sequence[str] = ["ORDER_PATTERN", "OrderOps"]

@@ -1,0 +1,311 @@
+"""Promotions as marketers manage them: create, read, list, update.
+
+A promotion row is the one definition every channel evaluates (domain/promotions.py); carts
+holding its code pick up a change at their next change and at checkout.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import field_mask_pb2
+from omni.cart.v1 import resources_pb2 as r
+from omni_runtime import names
+from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from omni_runtime.server import Runtime
+from omni_runtime.validation import Checker
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.cart import filters, store
+from services.cart.convert import from_ts, promotion_proto
+from services.cart.domain.promotions import CODE_PATTERN, normalize_code
+
+DOMAIN = "omni.cart"
+PROMOTION_PATTERN = "promotions/{promotion}"
+ITEM_PATTERN = "items/{item}"
+UPDATABLE = (
+    "display_name",
+    "percent_off_basis_points",
+    "amount_off",
+    "minimum_subtotals",
+    "items",
+    "start_time",
+    "end_time",
+    "usage_limit",
+    "usage_limit_per_customer",
+    "active",
+)
+P = store.promotions.c
+PROMOTION_FILTER = filters.FieldSet(
+    {
+        "code": filters.Field(P.code, filters.Kind.TEXT),
+        "active": filters.Field(P.active, filters.Kind.BOOL),
+        "start_time": filters.Field(P.start_time, filters.Kind.TIME),
+        "end_time": filters.Field(P.end_time, filters.Kind.TIME),
+        "items": filters.Field(P.items, filters.Kind.TEXT_ARRAY),
+    }
+)
+ORDERINGS = {
+    "create_time desc": [P.create_time.desc(), P.id.desc()],
+    "create_time": [P.create_time.asc(), P.id.asc()],
+    "code": [P.code.asc()],
+    "code desc": [P.code.desc()],
+    "start_time": [P.start_time.asc().nulls_first(), P.id.asc()],
+    "start_time desc": [P.start_time.desc().nulls_last(), P.id.desc()],
+    "end_time": [P.end_time.asc().nulls_last(), P.id.asc()],
+    "end_time desc": [P.end_time.desc().nulls_first(), P.id.desc()],
+}
+
+
+def _money_map(check: Checker, field: str, values: Any, *, positive: bool) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i, m in enumerate(values):
+        check.currency(f"{field}[{i}].currency_code", m.currency_code)
+        if m.currency_code in out:
+            check.fail(f"{field}[{i}].currency_code", "appears twice", "DUPLICATE_CURRENCY")
+        if m.minor_units < 0 or (positive and m.minor_units == 0):
+            check.fail(
+                f"{field}[{i}].minor_units",
+                "must be positive" if positive else "must not be negative",
+                "OUT_OF_RANGE",
+            )
+        out[m.currency_code] = m.minor_units
+    return out
+
+
+def validate(check: Checker, p: r.Promotion, prefix: str = "promotion") -> dict[str, Any]:
+    """Check a whole promotion; returns its column values."""
+    code = normalize_code(p.code)
+    if check.require(f"{prefix}.code", p.code) and not CODE_PATTERN.fullmatch(code):
+        check.fail(f"{prefix}.code", "must be 3 to 32 letters, digits or '-'", "INVALID_CODE")
+    if check.require(f"{prefix}.display_name", p.display_name):
+        check.length(f"{prefix}.display_name", p.display_name, max_len=200, min_len=1)
+    which = p.WhichOneof("discount")
+    percent: int | None = None
+    amounts: dict[str, int] | None = None
+    if which is None:
+        check.fail(f"{prefix}.discount", "set percent_off_basis_points or amount_off", "REQUIRED")
+    elif which == "percent_off_basis_points":
+        percent = p.percent_off_basis_points
+        check.range(f"{prefix}.percent_off_basis_points", percent, low=1, high=10_000)
+    else:
+        if not p.amount_off.amounts:
+            check.fail(f"{prefix}.amount_off.amounts", "is required", "REQUIRED")
+        amounts = _money_map(check, f"{prefix}.amount_off.amounts", p.amount_off.amounts, positive=True)
+    minimums = _money_map(check, f"{prefix}.minimum_subtotals", p.minimum_subtotals, positive=False)
+    seen: set[str] = set()
+    for i, item in enumerate(p.items):
+        if not names.matches(ITEM_PATTERN, item):
+            check.fail(f"{prefix}.items[{i}]", "must be an item name items/{item}", "INVALID_NAME")
+        elif item in seen:
+            check.fail(f"{prefix}.items[{i}]", "appears twice", "DUPLICATE_ITEM")
+        seen.add(item)
+    start = from_ts(p.start_time) if p.HasField("start_time") else None
+    end = from_ts(p.end_time) if p.HasField("end_time") else None
+    if start is not None and end is not None and end <= start:
+        check.fail(f"{prefix}.end_time", "must be after start_time", "OUT_OF_RANGE")
+    if p.usage_limit < 0:
+        check.fail(f"{prefix}.usage_limit", "must not be negative", "OUT_OF_RANGE")
+    if p.usage_limit_per_customer < 0:
+        check.fail(f"{prefix}.usage_limit_per_customer", "must not be negative", "OUT_OF_RANGE")
+    return {
+        "code": code,
+        "display_name": p.display_name,
+        "percent_off_bp": percent,
+        "amount_off": amounts,
+        "minimum_subtotals": minimums,
+        "items": list(p.items),
+        "start_time": start,
+        "end_time": end,
+        "usage_limit": p.usage_limit,
+        "usage_limit_per_customer": p.usage_limit_per_customer,
+        "active": p.active,
+    }
+
+
+class PromotionAdmin:
+    def __init__(self, runtime: Runtime) -> None:
+        assert runtime.db is not None
+        self.db = runtime.db
+
+    async def create(self, request: Any) -> r.Promotion:
+        check = Checker()
+        promotion_id = request.promotion_id
+        if promotion_id and not names.matches(PROMOTION_PATTERN, f"promotions/{promotion_id}"):
+            check.fail(
+                "promotion_id", "must be letters, digits, '.', '_', '~' or '-' (at most 128)", "INVALID_ID"
+            )
+        check.request_id("request_id", request.request_id)
+        values = validate(check, request.promotion)
+        check.raise_if_invalid()
+        promotion_id = promotion_id or uuid.uuid4().hex[:16]
+        scope = "CreatePromotion"
+        now = datetime.now(UTC)
+        try:
+            async with self.db.transaction() as session:
+                replay = await recall(session, scope, request.request_id, request, r.Promotion)
+                if replay is not None:
+                    return replay
+                taken = (
+                    await session.execute(
+                        select(P.id, P.code).where((P.id == promotion_id) | (P.code == values["code"]))
+                    )
+                ).first()
+                if taken is not None:
+                    what = "id" if taken.id == promotion_id else "code"
+                    raise AlreadyExists(
+                        f"a promotion with this {what} exists",
+                        reason="PROMOTION_EXISTS",
+                        domain=DOMAIN,
+                        metadata={"resource": f"promotions/{taken.id}", "field": what},
+                    )
+                row = (
+                    await session.execute(
+                        insert(store.promotions)
+                        .values(
+                            id=promotion_id,
+                            version=1,
+                            usage_count=0,
+                            create_time=now,
+                            update_time=now,
+                            **values,
+                        )
+                        .returning(store.promotions)
+                    )
+                ).one()
+                created = promotion_proto(row)
+                await remember(session, scope, request.request_id, request, created)
+        except IntegrityError:
+            async with self.db.transaction() as session:
+                replay = await recall(session, scope, request.request_id, request, r.Promotion)
+            if replay is not None:
+                return replay
+            raise AlreadyExists(
+                "a promotion with this id or code exists", reason="PROMOTION_EXISTS", domain=DOMAIN
+            ) from None
+        return created
+
+    async def get(self, name: str) -> r.Promotion:
+        parsed = names.parse(PROMOTION_PATTERN, name)
+        assert parsed is not None
+        async with self.db.transaction() as session:
+            row = await store.promotion_row(session, parsed["promotion"])
+        if row is None:
+            raise NotFound(name, domain=DOMAIN)
+        return promotion_proto(row)
+
+    async def list(
+        self, *, page_size: int, page_token: str, filter_text: str, order_by: str
+    ) -> tuple[builtins.list[r.Promotion], str, int]:
+        ordering = " ".join((order_by or "create_time desc").lower().split())
+        if ordering not in ORDERINGS:
+            raise InvalidArgument(
+                [FieldViolation("order_by", f"must be one of {', '.join(ORDERINGS)}", "INVALID_ORDER_BY")]
+            )
+        conditions = PROMOTION_FILTER.compile(filter_text)
+        fingerprint = f"{filter_text}|{ordering}"
+        offset = _decode_offset(page_token, fingerprint) if page_token else 0
+        async with self.db.transaction() as session:
+            total = (
+                await session.execute(select(func.count()).select_from(store.promotions).where(*conditions))
+            ).scalar_one()
+            rows = (
+                await session.execute(
+                    select(store.promotions)
+                    .where(*conditions)
+                    .order_by(*ORDERINGS[ordering])
+                    .offset(offset)
+                    .limit(page_size + 1)
+                )
+            ).all()
+        token = _encode_offset(offset + page_size, fingerprint) if len(rows) > page_size else ""
+        return [promotion_proto(row) for row in rows[:page_size]], token, total
+
+    async def update(self, request: Any, paths: builtins.list[str]) -> r.Promotion:
+        given: r.Promotion = request.promotion
+        parsed = names.parse(PROMOTION_PATTERN, given.name)
+        assert parsed is not None
+        promotion_id = parsed["promotion"]
+        scope = f"UpdatePromotion:{given.name}"
+        try:
+            async with self.db.transaction() as session:
+                replay = await recall(session, scope, request.request_id, request, r.Promotion)
+                if replay is not None:
+                    return replay
+                row = await store.promotion_row(session, promotion_id, lock=True)
+                if row is None:
+                    raise NotFound(given.name, domain=DOMAIN)
+                if given.etag and given.etag != str(row.version):
+                    raise Aborted(
+                        f"{given.name} changed since etag {given.etag!r}",
+                        current_etag=str(row.version),
+                        domain=DOMAIN,
+                        metadata={"resource": given.name},
+                    )
+                merged = promotion_proto(row)
+                for path in paths:
+                    if path == "percent_off_basis_points":
+                        merged.percent_off_basis_points = given.percent_off_basis_points
+                    elif path == "amount_off":
+                        merged.amount_off.CopyFrom(given.amount_off)
+                    elif path in ("minimum_subtotals", "items"):
+                        merged.ClearField(path)  # type: ignore[arg-type]
+                        getattr(merged, path).extend(getattr(given, path))
+                    elif path in ("start_time", "end_time"):
+                        merged.ClearField(path)  # type: ignore[arg-type]
+                        if given.HasField(path):  # type: ignore[arg-type]
+                            getattr(merged, path).CopyFrom(getattr(given, path))
+                    else:
+                        setattr(merged, path, getattr(given, path))
+                check = Checker()
+                values = validate(check, merged)
+                check.raise_if_invalid()
+                values.pop("code")
+                updated = (
+                    await session.execute(
+                        update(store.promotions)
+                        .where(P.id == promotion_id)
+                        .values(version=row.version + 1, update_time=datetime.now(UTC), **values)
+                        .returning(store.promotions)
+                    )
+                ).one()
+                result = promotion_proto(updated)
+                await remember(session, scope, request.request_id, request, result)
+        except IntegrityError:
+            async with self.db.transaction() as session:
+                replay = await recall(session, scope, request.request_id, request, r.Promotion)
+            if replay is None:
+                raise
+            return replay
+        return result
+
+
+def update_paths(check: Checker, mask: field_mask_pb2.FieldMask, given: r.Promotion) -> list[str]:
+    """AIP-134 for UpdatePromotion: ``*`` is every updatable field; an empty mask the fields set."""
+    if not mask.paths:
+        return [f.name for f, _ in given.ListFields() if f.name in UPDATABLE]
+    return check.update_mask("update_mask", mask, UPDATABLE, given)
+
+
+def _encode_offset(offset: int, fingerprint: str) -> str:
+    raw = json.dumps({"o": offset, "f": fingerprint}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_offset(token: str, fingerprint: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if data["f"] != fingerprint:
+            raise ValueError("other query")
+        return int(data["o"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token of this listing", "INVALID_PAGE_TOKEN")]
+        ) from None
