@@ -9,9 +9,13 @@ and flushes telemetry.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import logging
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -53,6 +57,22 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.gateway.begin_drain()
         super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Handle SIGTERM/SIGINT as a graceful stop, and exit 0 after it like every Omni service
+        (uvicorn's own handler re-raises the signal once stopped, ending the process with -15)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
 
 @dataclass(frozen=True)
