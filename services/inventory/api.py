@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -38,7 +38,7 @@ from services.inventory.domain.resources import ITEM_FIELDS, LOCATION_FIELDS, ch
 from services.inventory.domain.stock import ADJUSTMENTS
 from services.inventory.txn import Unit
 
-Context = grpc.aio.ServicerContext
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH_ITEMS = 1000
 MAX_RESERVATION_LINES = 100

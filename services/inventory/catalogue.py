@@ -15,7 +15,7 @@ from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from omni_runtime.validation import Checker
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -111,7 +111,7 @@ async def get_item(unit: Unit, sku: str) -> res.Item:
     return convert.item(row)
 
 
-async def _insert_item(session: AsyncSession, sku: str, item: res.Item, now: datetime) -> Row[Any] | None:
+async def _insert_item(session: AsyncSession, sku: str, item: res.Item, now: datetime) -> store.AnyRow | None:
     return (
         await session.execute(
             insert(store.items)
@@ -138,8 +138,8 @@ async def create_item(unit: Unit, request: svc.CreateItemRequest) -> res.Item:
 
 
 async def _update_item(
-    session: AsyncSession, row: Row[Any], item: res.Item, fields: Sequence[str], now: datetime
-) -> Row[Any]:
+    session: AsyncSession, row: store.AnyRow, item: res.Item, fields: Sequence[str], now: datetime
+) -> store.AnyRow:
     updated = (
         await session.execute(
             update(store.items)
@@ -353,7 +353,7 @@ async def update_location(
         merged = convert.location(row)
         for f in fields:
             if f in _MESSAGE_FIELDS:
-                if request.location.HasField(f):
+                if request.location.HasField(f):  # type: ignore[arg-type]
                     getattr(merged, f).CopyFrom(getattr(request.location, f))
                 else:
                     merged.ClearField(f)  # type: ignore[arg-type]
@@ -407,10 +407,10 @@ async def list_locations(
 
 async def existing(
     session: AsyncSession, skus: Sequence[str] = (), location_ids: Sequence[str] = ()
-) -> tuple[dict[str, Row[Any]], dict[str, Row[Any]]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Items and locations by id, to report NOT_FOUND before touching the ledger."""
-    found_items: dict[str, Row[Any]] = {}
-    found_locations: dict[str, Row[Any]] = {}
+    found_items: dict[str, Any] = {}
+    found_locations: dict[str, Any] = {}
     if skus:
         found_items = {
             r.sku: r
@@ -431,7 +431,7 @@ async def existing(
 
 
 def require_found(
-    skus: Sequence[str], location_ids: Sequence[str], found: tuple[dict[str, Row[Any]], dict[str, Row[Any]]]
+    skus: Sequence[str], location_ids: Sequence[str], found: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
     """NOT_FOUND naming the first missing location or item."""
     for location_id in location_ids:

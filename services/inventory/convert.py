@@ -108,13 +108,13 @@ def item(row: Any) -> res.Item:
 def address(data: Mapping[str, Any] | None) -> address_pb2.PostalAddress | None:
     if data is None:
         return None
-    return json_format.ParseDict(data, address_pb2.PostalAddress())
+    return json_format.ParseDict(dict(data), address_pb2.PostalAddress())
 
 
 def opening_hours(data: Mapping[str, Any] | None) -> res.OpeningHours:
     if not data:
         return res.OpeningHours()
-    return json_format.ParseDict(data, res.OpeningHours())
+    return json_format.ParseDict(dict(data), res.OpeningHours())
 
 
 def point(lat: float | None, lng: float | None) -> address_pb2.GeoPoint | None:
@@ -182,7 +182,7 @@ def stock_level(location_id: str, sku: str, row: Any | None) -> res.StockLevel:
     )
     if row is not None:
         level.etag = etag(row.version)
-        level.update_time.CopyFrom(ts(row.update_time))
+        level.update_time.FromDatetime(row.update_time)
     return level
 
 

@@ -95,17 +95,20 @@ class MovementJournal:
             await self._emit_change(move)
             crossed = crossings(move.before, move.after)
             loc, sku = move.values["location_id"], move.values["item_sku"]
-            names = {
-                "stock_level": convert.level_name(loc, sku),
-                "item": convert.item_name(sku),
-                "location": convert.location_name(loc),
-                "occur_time": convert.ts(self.now),
-            }
+            level, item, place = (
+                convert.level_name(loc, sku),
+                convert.item_name(sku),
+                convert.location_name(loc),
+            )
+            when = convert.ts(self.now)
             if crossed.low_stock:
                 await self.outbox.emit(
                     self.session,
                     ev.LowStockEvent(
-                        **names,
+                        stock_level=level,
+                        item=item,
+                        location=place,
+                        occur_time=when,
                         available=move.after.available,
                         low_stock_threshold=move.after.low_stock_threshold,
                         on_hand=move.after.on_hand,
@@ -115,7 +118,10 @@ class MovementJournal:
                 await self.outbox.emit(
                     self.session,
                     ev.OutOfStockEvent(
-                        **names,
+                        stock_level=level,
+                        item=item,
+                        location=place,
+                        occur_time=when,
                         on_hand=move.after.on_hand,
                         reserved=move.after.reserved,
                         oversold=move.after.oversold,

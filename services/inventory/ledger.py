@@ -15,7 +15,7 @@ from typing import Any
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.errors import Aborted, NotFound
-from sqlalchemy import Row, and_, select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.inventory import convert, store
@@ -65,7 +65,7 @@ _MOVEMENT_SQL: dict[str, store.Compiler] = {
 }
 
 
-def _stale_level(current: Row[Any] | None) -> Aborted:
+def _stale_level(current: store.AnyRow | None) -> Aborted:
     return Aborted(
         "the stock level changed since it was read",
         current_etag=convert.etag(current.version) if current is not None else "",
@@ -230,19 +230,20 @@ async def list_stock_movements(
 
 async def _candidate_locations(
     session: AsyncSession, request: svc.CheckAvailabilityRequest, location_ids: Sequence[str]
-) -> list[tuple[Row[Any], float | None]]:
+) -> list[tuple[Any, float | None]]:
     """The locations an availability question is about, in answer order, with distances."""
     loc = store.locations
     scope = request.WhichOneof("scope")
+    chosen: list[tuple[Any, float | None]]
     if scope == "locations":
-        rows = {r.id: r for r in await session.execute(select(loc).where(loc.c.id.in_(list(location_ids))))}
-        require_found([], location_ids, ({}, rows))
-        chosen = [(rows[i], None) for i in location_ids]
+        by_id = {r.id: r for r in await session.execute(select(loc).where(loc.c.id.in_(list(location_ids))))}
+        require_found([], location_ids, ({}, by_id))
+        chosen = [(by_id[i], None) for i in location_ids]
     elif scope == "ship_from":
-        rows = await session.execute(
+        shipping = await session.execute(
             select(loc).where(loc.c.ship_from.is_(True)).order_by(loc.c.allocation_priority, loc.c.id)
         )
-        chosen = [(r, None) for r in rows]
+        chosen = [(r, None) for r in shipping]
     else:
         point = request.near.point
         box = geo.bounding_box(point.latitude, point.longitude, request.near.radius_meters)
@@ -253,12 +254,12 @@ async def _candidate_locations(
         ]
         if box.min_lng is not None:
             conds.append(loc.c.longitude.between(box.min_lng, box.max_lng))
-        found = []
+        found: list[tuple[Any, float | None]] = []
         for r in await session.execute(select(loc).where(and_(*conds))):
             distance = geo.haversine_m(point.latitude, point.longitude, r.latitude, r.longitude)
             if distance <= request.near.radius_meters:
                 found.append((r, distance))
-        found.sort(key=lambda pair: (pair[1], pair[0].allocation_priority, pair[0].id))
+        found.sort(key=lambda pair: (pair[1] or 0.0, pair[0].allocation_priority, pair[0].id))
         chosen = found
     if request.pickup_only:
         chosen = [(r, d) for r, d in chosen if r.pickup_enabled]
@@ -274,7 +275,7 @@ async def check_availability(
         found_items, _ = await existing(session, skus, [])
         require_found(skus, [], (found_items, {}))
         chosen = await _candidate_locations(session, request, location_ids)
-        levels: dict[tuple[str, str], Row[Any]] = {}
+        levels: dict[tuple[str, str], store.AnyRow] = {}
         if chosen:
             levels = {
                 (r.location_id, r.item_sku): r

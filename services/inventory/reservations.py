@@ -29,7 +29,7 @@ from typing import Any
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
-from sqlalchemy import Row, literal, select, update
+from sqlalchemy import literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.inventory import convert, metrics, store
@@ -144,7 +144,7 @@ def insufficient(shortfalls: Sequence[allocation.Shortfall]) -> FailedPreconditi
     )
 
 
-def not_active(row: Row[Any], why: str = "") -> FailedPrecondition:
+def not_active(row: store.AnyRow, why: str = "") -> FailedPrecondition:
     state = res.ReservationState.Name(row.state)
     return FailedPrecondition(
         why or f"{convert.reservation_name(row.id)} is {state}, not ACTIVE",
@@ -343,7 +343,7 @@ async def list_reservations(
 # --- lifecycle -------------------------------------------------------------------------------
 
 
-async def _locked(session: AsyncSession, reservation_id: str) -> Row[Any]:
+async def _locked(session: AsyncSession, reservation_id: str) -> store.AnyRow:
     row = (
         await session.execute(
             select(store.reservations).where(store.reservations.c.id == reservation_id).with_for_update()
@@ -354,7 +354,7 @@ async def _locked(session: AsyncSession, reservation_id: str) -> Row[Any]:
     return row
 
 
-def _check_etag(row: Row[Any], given: str) -> None:
+def _check_etag(row: store.AnyRow, given: str) -> None:
     if given and convert.version_of(given) != row.version:
         raise Aborted(
             f"{convert.reservation_name(row.id)} changed since it was read",
@@ -402,7 +402,9 @@ async def _give_back(
         )
 
 
-async def _set_state(session: AsyncSession, row: Row[Any], values: dict[str, Any], now: datetime) -> Row[Any]:
+async def _set_state(
+    session: AsyncSession, row: store.AnyRow, values: dict[str, Any], now: datetime
+) -> store.AnyRow:
     return (
         await session.execute(
             update(store.reservations)

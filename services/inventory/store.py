@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from omni.inventory.v1 import resources_pb2 as res
 from sqlalchemy import (
@@ -57,6 +57,9 @@ from sqlalchemy.sql import ColumnElement
 from services.inventory.domain.query import Condition
 
 metadata = MetaData()
+
+# A result row of any width (SQLAlchemy 2.1 types rows by their column tuple).
+AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
 
 TS = DateTime(timezone=True)
 
@@ -212,17 +215,20 @@ Compiler = Callable[[str, Any], ColumnElement[bool]]
 
 def compare(expr: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool]:
     """``expr <op> value`` for the filter operators."""
+    result: ColumnElement[bool]
     if op == "=":
-        return expr == value
-    if op == "!=":
-        return expr != value
-    if op == "<":
-        return expr < value
-    if op == "<=":
-        return expr <= value
-    if op == ">":
-        return expr > value
-    return expr >= value
+        result = expr == value
+    elif op == "!=":
+        result = expr != value
+    elif op == "<":
+        result = expr < value
+    elif op == "<=":
+        result = expr <= value
+    elif op == ">":
+        result = expr > value
+    else:
+        result = expr >= value
+    return result
 
 
 def column_compiler(expr: ColumnElement[Any]) -> Compiler:
@@ -277,7 +283,7 @@ async def page(
     order: Sequence[tuple[ColumnElement[Any], bool]],
     after: Sequence[Any] | None,
     limit: int,
-) -> list[Row[Any]]:
+) -> list[AnyRow]:
     """One page of ``query`` in ``order`` after the keyset ``after``; fetches one extra row."""
     if after is not None:
         query = query.where(after_key(order, after))
@@ -311,7 +317,7 @@ _LEVEL_RETURNING = (
 )
 
 
-async def level(session: AsyncSession, location_id: str, sku: str, *, lock: bool = False) -> Row[Any] | None:
+async def level(session: AsyncSession, location_id: str, sku: str, *, lock: bool = False) -> AnyRow | None:
     query = select(*_LEVEL_RETURNING).where(
         stock_levels.c.location_id == location_id, stock_levels.c.item_sku == sku
     )
@@ -320,7 +326,7 @@ async def level(session: AsyncSession, location_id: str, sku: str, *, lock: bool
     return (await session.execute(query)).first()
 
 
-async def levels(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row[Any]]:
+async def levels(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], AnyRow]:
     """Current levels of (location, item) pairs (absent pairs never held stock)."""
     if not pairs:
         return {}
@@ -338,7 +344,7 @@ async def levels_of_items(
     location_ids: Sequence[str] | None = None,
     *,
     positive: bool = False,
-) -> list[Row[Any]]:
+) -> list[AnyRow]:
     """Levels of some items, optionally only at some locations and only with stock available."""
     query = select(*_LEVEL_RETURNING).where(stock_levels.c.item_sku.in_(list(skus)))
     if location_ids is not None:
@@ -356,7 +362,7 @@ async def add_on_hand(
     now: datetime,
     *,
     expected_version: int | None,
-) -> Row[Any] | None:
+) -> AnyRow | None:
     """``on_hand += delta``, creating the level if needed; None when ``expected_version`` is stale.
 
     One statement (an upsert), so concurrent till sales commute without read-modify-write.
@@ -403,7 +409,7 @@ async def ensure_level(session: AsyncSession, location_id: str, sku: str, now: d
 
 async def reserve_guarded(
     session: AsyncSession, location_id: str, sku: str, quantity: int, now: datetime
-) -> Row[Any] | None:
+) -> AnyRow | None:
     """The oversell guard: take ``quantity`` only if that many are available, in one statement."""
     return (
         await session.execute(
@@ -425,7 +431,7 @@ async def reserve_guarded(
 
 async def move(
     session: AsyncSession, location_id: str, sku: str, on_hand_delta: int, reserved_delta: int, now: datetime
-) -> Row[Any]:
+) -> AnyRow:
     """Apply deltas to an existing level (commit, release, expiry of what a reservation holds)."""
     row = (
         await session.execute(
@@ -453,7 +459,7 @@ async def update_level_settings(
     now: datetime,
     *,
     expected_version: int | None,
-) -> Row[Any] | None:
+) -> AnyRow | None:
     """Change safety stock / threshold (creating the level); None when the version is stale."""
     if expected_version is not None:
         return (
@@ -490,7 +496,7 @@ async def insert_movements(session: AsyncSession, rows: Sequence[Mapping[str, An
 
 async def fire_subscriptions(
     session: AsyncSession, back: Sequence[tuple[str, str]], now: datetime
-) -> list[Row[Any]]:
+) -> list[AnyRow]:
     """Mark ACTIVE subscriptions satisfied by (location, item) pairs back in stock as FIRED.
 
     A subscription for "any location" is satisfied by a location that ships or offers pickup.
@@ -527,9 +533,9 @@ async def fire_subscriptions(
         .with_for_update()
     )
     ids = [r.id for r in await session.execute(locked)]
-    fired: list[Row[Any]] = []
+    fired: list[AnyRow] = []
     for sub_id in ids:
-        row = (
+        updated: AnyRow | None = (
             await session.execute(
                 update(sub)
                 .where(sub.c.id == sub_id, sub.c.state == res.STOCK_SUBSCRIPTION_STATE_ACTIVE)
@@ -539,6 +545,6 @@ async def fire_subscriptions(
                 .returning(*sub.c)
             )
         ).first()
-        if row is not None:
-            fired.append(row)
+        if updated is not None:
+            fired.append(updated)
     return fired

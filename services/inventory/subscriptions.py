@@ -20,7 +20,7 @@ from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import current_channel
 from omni_runtime.errors import FailedPrecondition, NotFound
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,7 +47,7 @@ _SQL: dict[str, store.Compiler] = {
 }
 
 
-def _owned(row: Row[Any] | None, customer: str, subscription_id: str) -> Row[Any]:
+def _owned(row: store.AnyRow | None, customer: str, subscription_id: str) -> store.AnyRow:
     if row is None or (customer and row.customer != customer):
         raise NotFound(convert.subscription_name(subscription_id), domain=DOMAIN)
     return row

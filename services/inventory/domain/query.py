@@ -27,8 +27,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from omni_runtime.errors import FieldViolation, InvalidArgument
 
 from services.inventory.domain import DOMAIN
@@ -49,7 +49,8 @@ _EQUALITY = frozenset({"=", "!="})
 @dataclass(frozen=True, slots=True)
 class Field:
     kind: Kind
-    enum: EnumTypeWrapper | None = None
+    # The generated enum wrapper (``Value(name)``, ``keys()``) of an ENUM field.
+    enum: Any = None
 
     @property
     def operators(self) -> frozenset[str]:

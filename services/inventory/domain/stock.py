@@ -36,7 +36,7 @@ class Quantities:
         return self.on_hand < self.reserved
 
     @property
-    def status(self) -> int:
+    def status(self) -> res.StockStatus.ValueType:
         if self.oversold:
             return OVERSOLD
         available = self.available
