@@ -9,7 +9,6 @@ disconnects can only be observed on a stream that stays open.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,13 +16,11 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-import uvicorn
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 from omni_runtime import errors
 from omni_runtime.auth.keys import StaticKeySource
 from omni_runtime.clients import make_channel
 from omni_runtime.config import Settings
-from omni_runtime.localinfra import free_port
 from omni_runtime.server import Runtime, ServiceDefinition
 from omni_runtime.testing.probe import SERVICE_NAME, ProbeServicer
 from omni_runtime.testing.services import RunningService, running_service, test_settings
@@ -128,21 +125,3 @@ WEB = {"X-Omni-Channel": "web"}
 
 def auth(token: str, **headers: str) -> dict[str, str]:
     return {**WEB, "Authorization": f"Bearer {token}", **headers}
-
-
-@contextlib.asynccontextmanager
-async def live(app: Starlette) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port (httpx's ASGI transport cannot stream)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off", access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task

@@ -8,14 +8,20 @@ services whose code exists in this checkout are started, and only those are expo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import json
+import secrets
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+import uvicorn
 from omni_runtime.clients import PeerChannels
 from omni_runtime.db.engine import Database
 from omni_runtime.localinfra import free_port
@@ -65,10 +71,25 @@ async def running_platform(
     started = available(names)
     targets = {name: f"127.0.0.1:{free_port()}" for name in started}
     running: dict[str, RunningService] = {}
+    # Service-to-service credentials, provisioned in identity as the local platform does.
+    clients = {name: secrets.token_urlsafe(24) for name in started if name != "identity"}
     async with contextlib.AsyncExitStack() as stack:
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="omni-platform-")))
+        clients_file = home / "service-clients.json"
+        clients_file.write_text(
+            json.dumps(
+                [
+                    {"client_id": f"omni-{n}", "secret": s, "roles": ["service"], "display_name": f"Omni {n}"}
+                    for n, s in clients.items()
+                ]
+            )
+        )
         for name in started:
             definition = importlib.import_module(f"services.{name}.main").SERVICE
-            settings_extra: dict[str, str] = {**(IDENTITY_EXTRA if name == "identity" else {})}
+            settings_extra: dict[str, str] = {}
+            if name == "identity":
+                settings_extra.update(IDENTITY_EXTRA)
+                settings_extra["OMNI_IDENTITY_BOOTSTRAP_CLIENTS_FILE"] = str(clients_file)
             settings_extra.update((extra or {}).get(name, {}))
             settings = test_settings(
                 name,
@@ -77,7 +98,12 @@ async def running_platform(
                 targets=targets,
                 extra=settings_extra,
             )
-            settings = dataclasses.replace(settings, grpc_port=int(targets[name].rsplit(":", 1)[1]))
+            settings = dataclasses.replace(
+                settings,
+                grpc_port=int(targets[name].rsplit(":", 1)[1]),
+                service_client_id=f"omni-{name}" if name in clients else "",
+                service_client_secret=clients.get(name, ""),
+            )
             running[name] = await stack.enter_async_context(running_service(definition, settings))
         peers = PeerChannels(targets)
         stack.push_async_callback(peers.close)
@@ -86,3 +112,21 @@ async def running_platform(
         gateway = test_settings("gateway", database_url="", nats_url="", targets=targets)
         app = create_app(contracts, channels, gateway, config=gateway_config or GatewayConfig())
         yield Platform(services=running, targets=targets, app=app, channels=channels)
+
+
+@contextlib.asynccontextmanager
+async def live(app: Starlette) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port (httpx's ASGI transport cannot stream)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off", access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

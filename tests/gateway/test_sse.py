@@ -10,7 +10,8 @@ import httpx
 from starlette.applications import Starlette
 
 from services.gateway import sse
-from tests.gateway.conftest import WEB, Probe, live
+from tests.gateway.conftest import WEB, Probe
+from tests.gateway.platform import live
 
 
 async def read_events(lines: AsyncIterator[str], until: Callable[[list[dict]], bool]) -> list[dict]:
