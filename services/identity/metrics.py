@@ -5,7 +5,7 @@ Names are checked against the Grafana dashboards and alert rules under deploy/ b
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 LOGINS = Counter(
     "omni_identity_logins_total",
@@ -16,4 +16,33 @@ TOKENS_ISSUED = Counter(
     "omni_identity_tokens_issued_total",
     "Tokens issued by kind (e.g. access, refresh, service).",
     ("kind",),
+)
+REGISTRATIONS = Counter(
+    "omni_identity_registrations_total",
+    "Customer registrations by outcome (created, upgraded_guest, identifier_taken).",
+    ("outcome",),
+)
+REFRESH_TOKEN_REUSE = Counter(
+    "omni_identity_refresh_token_reuse_total",
+    "Rotated-out refresh tokens presented again; each revoked its whole session (possible theft).",
+)
+ONE_TIME_CODES = Counter(
+    "omni_identity_one_time_codes_total",
+    "One-time codes by outcome (issued, decoy, verified, wrong, expired, exhausted).",
+    ("outcome",),
+)
+SESSIONS_REVOKED = Counter(
+    "omni_identity_sessions_revoked_total",
+    "Sessions revoked by reason (logout, logout_all, refresh_token_reused, ...).",
+    ("reason",),
+)
+PASSWORD_HASH_SECONDS = Histogram(
+    "omni_identity_password_hash_seconds",
+    "Time spent in Argon2id (hash or verify), including the wait for a worker thread.",
+    ("operation",),
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+SIGNING_KEYS = Gauge(
+    "omni_identity_signing_keys",
+    "Token signing keys currently published in the JWKS (2 during a rotation).",
 )

@@ -1,0 +1,311 @@
+"""Service clients (channel backends and Omni's own services), client-credentials tokens, JWKS."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+from omni.identity.v1 import identity_service_pb2 as pb
+from omni.identity.v1 import resources_pb2
+from omni.type.v1 import channel_pb2
+from omni_runtime.context import channel_name
+from omni_runtime.errors import Aborted, NotFound, Unauthenticated
+from omni_runtime.validation import Checker
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity import domain, metrics, store
+from services.identity.api import convert
+from services.identity.api.base import HandlerBase, too_many_attempts
+from services.identity.api.common import DOMAIN, scope, transact
+from services.identity.listing import (
+    FilterField,
+    decode_page_token,
+    encode_page_token,
+    parse_filter,
+    parse_order,
+)
+from services.identity.sessions import Subject
+
+ServiceClient = resources_pb2.ServiceClient
+CLIENT_PATTERN = "serviceClients/{service_client}"
+EDITABLE = ("display_name", "channel", "state", "token_lifetime")
+MAX_PREVIOUS_SECRET_VALIDITY = timedelta(days=7)
+_STATES = {v.name: v.number for v in ServiceClient.State.DESCRIPTOR.values if v.number}
+_CHANNELS = {v.name: v.number for v in channel_pb2.Channel.DESCRIPTOR.values if v.number}
+FILTERS = {
+    "state": FilterField(store.service_clients.c.state, "enum", _STATES),
+    "channel": FilterField(store.service_clients.c.channel, "enum", _CHANNELS),
+    "display_name": FilterField(store.service_clients.c.display_name, "str"),
+}
+ORDERS = {
+    "display_name": store.service_clients.c.display_name,
+    "create_time": store.service_clients.c.create_time,
+}
+MAX_PAGE = 200
+
+
+def invalid_client() -> Unauthenticated:
+    return Unauthenticated("invalid client credentials", reason="INVALID_CLIENT_CREDENTIALS", domain=DOMAIN)
+
+
+class ClientHandlers(HandlerBase):
+    def _check_fields(self, check: Checker, client: resources_pb2.ServiceClient, fields: set[str]) -> None:
+        if "display_name" in fields and check.require("service_client.display_name", client.display_name):
+            check.length("service_client.display_name", client.display_name, max_len=200)
+        if "channel" in fields and client.channel not in (0, *_CHANNELS.values()):
+            check.fail("service_client.channel", "is not a known channel", "INVALID_CHANNEL")
+        if "state" in fields and client.state not in (0, *_STATES.values()):
+            check.fail("service_client.state", "must be STATE_ACTIVE or STATE_DISABLED", "INVALID_STATE")
+        if "token_lifetime" in fields and client.HasField("token_lifetime"):
+            seconds = client.token_lifetime.seconds
+            high = self.d.config.max_service_token_ttl
+            if not 60 <= seconds <= high or client.token_lifetime.nanos:
+                check.fail(
+                    "service_client.token_lifetime",
+                    f"must be whole seconds between 60 and {high}",
+                    "OUT_OF_RANGE",
+                )
+
+    async def _row(self, session: AsyncSession, name: str, *, for_update: bool = False) -> Any:
+        query = select(store.service_clients).where(
+            store.service_clients.c.id == name.removeprefix("serviceClients/")
+        )
+        row = (await session.execute(query.with_for_update() if for_update else query)).first()
+        if row is None:
+            raise NotFound(name, domain=DOMAIN)
+        return row
+
+    async def _reload_client(self, session: AsyncSession, client_id: str) -> resources_pb2.ServiceClient:
+        row = (
+            await session.execute(
+                select(store.service_clients).where(store.service_clients.c.id == client_id)
+            )
+        ).one()
+        return convert.service_client(row)
+
+    async def _bump_client(self, session: AsyncSession, client_id: str, **values: Any) -> None:
+        await session.execute(
+            update(store.service_clients)
+            .where(store.service_clients.c.id == client_id)
+            .values(**values, update_time=func.now(), version=store.service_clients.c.version + 1)
+        )
+
+    @staticmethod
+    def _check_client_etag(name: str, given: str, row: Any) -> None:
+        if not domain.etag_matches(given, row.version):
+            raise Aborted(
+                f"{name} changed since it was read; read it again",
+                current_etag=domain.etag(row.version),
+                domain=DOMAIN,
+            )
+
+    async def CreateServiceClient(
+        self, request: pb.CreateServiceClientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateServiceClientResponse:
+        check = Checker()
+        self._check_fields(check, request.service_client, set(EDITABLE))
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+        secret = domain.new_client_secret()
+        secret_hash = await self.d.passwords.hash(secret)
+        client = request.service_client
+
+        async def body(session: AsyncSession) -> pb.CreateServiceClientResponse:
+            client_id = domain.new_id()
+            await session.execute(
+                store.service_clients.insert().values(
+                    id=client_id,
+                    display_name=client.display_name,
+                    channel=client.channel,
+                    state=client.state or ServiceClient.STATE_ACTIVE,
+                    roles=["service"],
+                    token_lifetime_seconds=client.token_lifetime.seconds
+                    if client.HasField("token_lifetime")
+                    else None,
+                    secret_hash=secret_hash,
+                )
+            )
+            return pb.CreateServiceClientResponse(
+                service_client=await self._reload_client(session, client_id), client_secret=secret
+            )
+
+        return await transact(
+            self.d.db, scope("CreateServiceClient"), request, pb.CreateServiceClientResponse, body
+        )
+
+    async def GetServiceClient(
+        self, request: pb.GetServiceClientRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.ServiceClient:
+        check = Checker()
+        check.name("name", request.name, CLIENT_PATTERN)
+        check.raise_if_invalid()
+        async with self.d.db.transaction() as session:
+            return convert.service_client(await self._row(session, request.name))
+
+    async def ListServiceClients(
+        self, request: pb.ListServiceClientsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListServiceClientsResponse:
+        check = Checker()
+        size = min(check.page_size("page_size", request.page_size), MAX_PAGE)
+        check.raise_if_invalid()
+        conditions, _ = parse_filter(request.filter, FILTERS)
+        order = parse_order(request.order_by, ORDERS, "display_name")
+        offset = decode_page_token(request.page_token, request.filter, request.order_by)
+        async with self.d.db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(store.service_clients)
+                    .where(*conditions)
+                    .order_by(*order, store.service_clients.c.id)
+                    .offset(offset)
+                    .limit(size + 1)
+                )
+            ).all()
+        response = pb.ListServiceClientsResponse(
+            service_clients=[convert.service_client(r) for r in rows[:size]]
+        )
+        if len(rows) > size:
+            response.next_page_token = encode_page_token(offset + size, request.filter, request.order_by)
+        return response
+
+    async def UpdateServiceClient(
+        self, request: pb.UpdateServiceClientRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.ServiceClient:
+        check = Checker()
+        check.name("service_client.name", request.service_client.name, CLIENT_PATTERN)
+        paths = check.update_mask("update_mask", request.update_mask, EDITABLE, request.service_client)
+        self._check_fields(check, request.service_client, set(paths))
+        if "state" in paths and not request.service_client.state:
+            check.fail("service_client.state", "must be STATE_ACTIVE or STATE_DISABLED", "INVALID_STATE")
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+        name = request.service_client.name
+        given = request.service_client
+
+        async def body(session: AsyncSession) -> resources_pb2.ServiceClient:
+            row = await self._row(session, name, for_update=True)
+            self._check_client_etag(name, given.etag, row)
+            values: dict[str, Any] = {}
+            if "display_name" in paths:
+                values["display_name"] = given.display_name
+            if "channel" in paths:
+                values["channel"] = given.channel
+            if "state" in paths:
+                values["state"] = given.state
+            if "token_lifetime" in paths:
+                values["token_lifetime_seconds"] = (
+                    given.token_lifetime.seconds if given.HasField("token_lifetime") else None
+                )
+            if any(getattr(row, k) != v for k, v in values.items()):
+                await self._bump_client(session, row.id, **values)
+            return await self._reload_client(session, row.id)
+
+        return await transact(
+            self.d.db, scope("UpdateServiceClient"), request, resources_pb2.ServiceClient, body
+        )
+
+    async def DeleteServiceClient(
+        self, request: pb.DeleteServiceClientRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        check = Checker()
+        check.name("name", request.name, CLIENT_PATTERN)
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+
+        async def body(session: AsyncSession) -> empty_pb2.Empty:
+            row = await self._row(session, request.name, for_update=True)
+            self._check_client_etag(request.name, request.etag, row)
+            await session.execute(store.service_clients.delete().where(store.service_clients.c.id == row.id))
+            return empty_pb2.Empty()
+
+        return await transact(self.d.db, scope("DeleteServiceClient"), request, empty_pb2.Empty, body)
+
+    async def RotateServiceClientSecret(
+        self, request: pb.RotateServiceClientSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RotateServiceClientSecretResponse:
+        check = Checker()
+        check.name("name", request.name, CLIENT_PATTERN)
+        validity = request.previous_secret_validity.ToTimedelta()
+        if validity < timedelta(0) or validity > MAX_PREVIOUS_SECRET_VALIDITY:
+            check.fail("previous_secret_validity", "must be between 0 and 7 days", "OUT_OF_RANGE")
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+        secret = domain.new_client_secret()
+        secret_hash = await self.d.passwords.hash(secret)
+
+        async def body(session: AsyncSession) -> pb.RotateServiceClientSecretResponse:
+            row = await self._row(session, request.name, for_update=True)
+            self._check_client_etag(request.name, request.etag, row)
+            now = datetime.now(UTC)
+            previous_expire = now + validity
+            await self._bump_client(
+                session,
+                row.id,
+                secret_hash=secret_hash,
+                secret_create_time=now,
+                previous_secret_hash=row.secret_hash if validity else None,
+                previous_secret_expire_time=previous_expire if validity else None,
+            )
+            response = pb.RotateServiceClientSecretResponse(
+                service_client=await self._reload_client(session, row.id), client_secret=secret
+            )
+            response.previous_secret_expire_time.FromDatetime(previous_expire)
+            return response
+
+        return await transact(
+            self.d.db, scope("RotateServiceClientSecret"), request, pb.RotateServiceClientSecretResponse, body
+        )
+
+    async def IssueServiceToken(
+        self, request: pb.IssueServiceTokenRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.AuthToken:
+        check = Checker()
+        if check.require("client_id", request.client_id):
+            check.length("client_id", request.client_id, max_len=128)
+        if check.require("client_secret", request.client_secret):
+            check.length("client_secret", request.client_secret, max_len=512)
+        check.raise_if_invalid()
+        throttle = domain.throttle_key("client", 0, request.client_id)
+        async with self.d.db.transaction() as session:
+            blocked = await self.throttled_until(session, throttle)
+            row = (
+                await session.execute(
+                    select(store.service_clients).where(store.service_clients.c.id == request.client_id)
+                )
+            ).first()
+        if blocked is not None:
+            raise too_many_attempts(blocked)
+        now = datetime.now(UTC)
+        ok = await self.d.passwords.verify(
+            row.secret_hash if row is not None else None, request.client_secret
+        )
+        if (
+            not ok
+            and row is not None
+            and row.previous_secret_hash
+            and row.previous_secret_expire_time is not None
+            and row.previous_secret_expire_time > now
+        ):
+            ok = await self.d.passwords.verify(row.previous_secret_hash, request.client_secret)
+        if not ok or row is None or row.state != ServiceClient.STATE_ACTIVE:
+            if not ok:
+                async with self.d.db.transaction() as session:
+                    await self.count_failure(session, throttle)
+            raise invalid_client()
+        subject = Subject(f"serviceClients/{row.id}", tuple(sorted(row.roles)))
+        return self.d.sessions.auth_token(
+            subject,
+            channel=channel_name(row.channel) if row.channel else "",
+            ttl=row.token_lifetime_seconds or self.d.config.service_token_ttl,
+            kind="service",
+        )
+
+    async def GetJwks(
+        self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetJwksResponse:
+        keys = self.d.keyring.jwks()
+        metrics.SIGNING_KEYS.set(len(keys))
+        return pb.GetJwksResponse(keys=[resources_pb2.JsonWebKey(**key) for key in keys])

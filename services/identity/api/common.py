@@ -1,0 +1,101 @@
+"""What every identity handler shares: its dependencies, AIP-155 transactions, call details.
+
+Handlers validate the request, then run one ``transact`` body: recall a stored response for a
+repeated request id, do the change, remember the response, commit. A body may *return* an
+OmniError instead of raising it when the failure itself must be committed (a counted failed
+log-in, a revoked session after refresh-token reuse); ``transact`` commits and then raises it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from omni_runtime.auth.tokens import TokenVerifier
+from omni_runtime.context import current_principal
+from omni_runtime.db.engine import Database
+from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.errors import Aborted, OmniError
+from omni_runtime.events.outbox import Outbox
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity.config import IdentityConfig
+from services.identity.keys import KeyRing
+from services.identity.passwords import Passwords
+from services.identity.sessions import ClientInfo, SessionManager
+
+M = TypeVar("M", bound=Message)
+Body = Callable[[AsyncSession], Awaitable[M | OmniError]]
+
+DOMAIN = "omni.identity"
+
+
+@dataclass
+class Deps:
+    db: Database
+    outbox: Outbox
+    config: IdentityConfig
+    keyring: KeyRing
+    passwords: Passwords
+    sessions: SessionManager
+    verifier: TokenVerifier
+
+
+def scope(method: str, *, per_caller: bool = True) -> str:
+    """Idempotency scope: per method, and per caller for authenticated methods (so two callers'
+    request ids never collide); public methods rely on the request fingerprint instead."""
+    if not per_caller:
+        return f"identity.{method}"
+    return f"identity.{method}:{current_principal.get().subject}"
+
+
+async def transact(
+    db: Database, scope_name: str, request: Message, response_type: type[M], body: Body[M]
+) -> M:
+    request_id: str = getattr(request, "request_id", "")
+    deferred: OmniError | None = None
+    try:
+        async with db.transaction() as session:
+            if request_id:
+                prior = await recall(session, scope_name, request_id, request, response_type)
+                if prior is not None:
+                    return prior
+            outcome = await body(session)
+            if isinstance(outcome, OmniError):
+                deferred = outcome
+            else:
+                await remember(session, scope_name, request_id, request, outcome)
+                return outcome
+    except (IntegrityError, OmniError) as exc:
+        # A concurrent twin with the same request id may have won: answer with its response.
+        if request_id:
+            async with db.transaction() as session:
+                prior = await recall(session, scope_name, request_id, request, response_type)
+            if prior is not None:
+                return prior
+        if isinstance(exc, IntegrityError):
+            raise Aborted(
+                "the change conflicted with a concurrent one; retry", reason="CONFLICT", domain=DOMAIN
+            ) from None
+        raise
+    assert deferred is not None
+    raise deferred
+
+
+def client_info(context: grpc.aio.ServicerContext) -> ClientInfo:
+    """User agent and IP as forwarded by the gateway; the peer address otherwise."""
+    meta = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    agent = meta.get("x-forwarded-user-agent", "")
+    forwarded = meta.get("x-forwarded-for", "").split(",")[0].strip()
+    if not forwarded:
+        peer = context.peer() or ""
+        kind, _, rest = peer.partition(":")
+        if kind == "ipv4":
+            forwarded = rest.rsplit(":", 1)[0]
+        elif kind == "ipv6":
+            forwarded = rest.rsplit(":", 1)[0].strip("[]")
+    return ClientInfo(user_agent=agent, ip_address=forwarded)

@@ -1,0 +1,172 @@
+"""The customer resource: read, rename, lock/unlock (staff), erase (GDPR)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+from omni.identity.v1 import identity_service_pb2 as pb
+from omni.identity.v1 import resources_pb2
+from omni_runtime.context import current_principal
+from omni_runtime.errors import Aborted, FailedPrecondition
+from omni_runtime.validation import Checker
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity import domain, events, store
+from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase
+from services.identity.api.common import DOMAIN, scope, transact
+from services.identity.sessions import Reason
+
+
+def _stale(name: str, version: int) -> Aborted:
+    return Aborted(
+        f"{name} changed since it was read; read it again", current_etag=domain.etag(version), domain=DOMAIN
+    )
+
+
+class CustomerHandlers(HandlerBase):
+    async def GetCustomer(
+        self, request: pb.GetCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Customer:
+        check = Checker()
+        check.name("name", request.name, CUSTOMER_PATTERN)
+        check.raise_if_invalid()
+        async with self.d.db.transaction() as session:
+            row = await self.customer_row(session, request.name)
+            return await self.customer_proto(session, row)
+
+    async def UpdateCustomer(
+        self, request: pb.UpdateCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Customer:
+        check = Checker()
+        check.name("customer.name", request.customer.name, CUSTOMER_PATTERN)
+        paths = check.update_mask("update_mask", request.update_mask, ["display_name"], request.customer)
+        check.length("customer.display_name", request.customer.display_name, max_len=200)
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+        name = request.customer.name
+
+        async def body(session: AsyncSession) -> resources_pb2.Customer:
+            row = await self.customer_row(session, name, for_update=True, usable=True)
+            if not domain.etag_matches(request.customer.etag, row.version):
+                raise _stale(name, row.version)
+            if "display_name" in paths and request.customer.display_name != row.display_name:
+                await store.bump_customer(session, row.id, display_name=request.customer.display_name)
+            return await self.reload_customer(session, row.id)
+
+        return await transact(self.d.db, scope("UpdateCustomer"), request, resources_pb2.Customer, body)
+
+    async def LockCustomer(
+        self, request: pb.LockCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Customer:
+        check = Checker()
+        check.name("name", request.name, CUSTOMER_PATTERN)
+        check.length("reason", request.reason, max_len=500)
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+
+        async def body(session: AsyncSession) -> resources_pb2.Customer:
+            row = await self.customer_row(session, request.name, for_update=True, usable=True)
+            if not domain.etag_matches(request.etag, row.version):
+                raise _stale(request.name, row.version)
+            if row.state == Customer.STATE_GUEST:
+                raise FailedPrecondition(
+                    "a guest cannot be locked",
+                    reason="CUSTOMER_IS_GUEST",
+                    domain=DOMAIN,
+                    violations=[("STATE", request.name, "the customer is a guest")],
+                )
+            if row.state != Customer.STATE_LOCKED:
+                await store.bump_customer(
+                    session,
+                    row.id,
+                    state=Customer.STATE_LOCKED,
+                    lock_reason=request.reason or "locked by staff",
+                )
+                await self.d.sessions.revoke_all(session, request.name, Reason.REASON_PRINCIPAL_DISABLED)
+            return await self.reload_customer(session, row.id)
+
+        return await transact(self.d.db, scope("LockCustomer"), request, resources_pb2.Customer, body)
+
+    async def UnlockCustomer(
+        self, request: pb.UnlockCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Customer:
+        check = Checker()
+        check.name("name", request.name, CUSTOMER_PATTERN)
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+
+        async def body(session: AsyncSession) -> resources_pb2.Customer:
+            row = await self.customer_row(session, request.name, for_update=True, usable=True)
+            if not domain.etag_matches(request.etag, row.version):
+                raise _stale(request.name, row.version)
+            if row.state == Customer.STATE_GUEST:
+                raise FailedPrecondition(
+                    "a guest is never locked",
+                    reason="CUSTOMER_IS_GUEST",
+                    domain=DOMAIN,
+                    violations=[("STATE", request.name, "the customer is a guest")],
+                )
+            if row.state == Customer.STATE_LOCKED or row.locked_until is not None or row.failed_logins:
+                await store.bump_customer(
+                    session,
+                    row.id,
+                    state=Customer.STATE_ACTIVE,
+                    failed_logins=0,
+                    locked_until=None,
+                    lock_reason="",
+                )
+            return await self.reload_customer(session, row.id)
+
+        return await transact(self.d.db, scope("UnlockCustomer"), request, resources_pb2.Customer, body)
+
+    async def EraseCustomer(
+        self, request: pb.EraseCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> resources_pb2.Customer:
+        check = Checker()
+        check.name("name", request.name, CUSTOMER_PATTERN)
+        check.length("reason", request.reason, max_len=500)
+        check.request_id("request_id", request.request_id)
+        check.raise_if_invalid()
+        requested_by = current_principal.get().subject
+
+        async def body(session: AsyncSession) -> resources_pb2.Customer:
+            row = await self.customer_row(session, request.name, for_update=True)
+            if row.state == Customer.STATE_ERASED:
+                return await self.customer_proto(session, row)
+            if not domain.etag_matches(request.etag, row.version):
+                raise _stale(request.name, row.version)
+            if row.state == Customer.STATE_MERGED:
+                raise FailedPrecondition(
+                    "a merged guest holds no data of its own; erase the customer it was merged into",
+                    reason="CUSTOMER_NOT_USABLE",
+                    domain=DOMAIN,
+                    violations=[("STATE", request.name, "the customer is in state STATE_MERGED")],
+                )
+            now = datetime.now(UTC)
+            await session.execute(store.identifiers.delete().where(store.identifiers.c.customer_id == row.id))
+            await session.execute(store.challenges.delete().where(store.challenges.c.customer_id == row.id))
+            await self.d.sessions.revoke_all(session, request.name, Reason.REASON_CUSTOMER_ERASED)
+            # Session rows keep only what is needed to refuse their refresh tokens.
+            await session.execute(
+                update(store.sessions)
+                .where(store.sessions.c.principal == request.name)
+                .values(user_agent="", ip_address="", device="")
+            )
+            await store.bump_customer(
+                session,
+                row.id,
+                state=Customer.STATE_ERASED,
+                display_name="",
+                password_hash=None,
+                origin_device="",
+                failed_logins=0,
+                locked_until=None,
+                lock_reason="",
+                erase_time=now,
+            )
+            await self.d.outbox.emit(session, events.customer_erased(row.id, requested_by))
+            return await self.reload_customer(session, row.id)
+
+        return await transact(self.d.db, scope("EraseCustomer"), request, resources_pb2.Customer, body)
