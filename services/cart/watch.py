@@ -76,6 +76,22 @@ class Watcher:
         self._drain()
         self.queue.put_nowait(CLOSE)
 
+    def newest(self, item: ev.CartUpdatedEvent) -> Item:
+        """After an overflow: skip straight to the newest change queued (or to CLOSE)."""
+        self.overflowed = False
+        newest: Item = item
+        resync = False
+        while not self.queue.empty():
+            queued = self.queue.get_nowait()
+            if queued is CLOSE:
+                return CLOSE
+            if isinstance(queued, ev.CartUpdatedEvent):
+                newest = queued
+            resync = resync or queued is RESYNC
+        if resync:
+            self.queue.put_nowait(RESYNC)  # still re-read once the newest change is sent
+        return newest
+
 
 class WatchHub:
     def __init__(self, bus: EventBus | None, *, queue_size: int, max_age: float) -> None:
@@ -213,14 +229,19 @@ class WatchHub:
                         yield snapshot(current)
                     continue
                 assert isinstance(item, ev.CartUpdatedEvent)
+                if watcher.overflowed:
+                    newest = watcher.newest(item)
+                    if newest is CLOSE:
+                        return
+                    assert isinstance(newest, ev.CartUpdatedEvent)
+                    if int(newest.etag or 0) > last:
+                        last = int(newest.etag or 0)
+                        yield snapshot(newest.snapshot, newest.occur_time.ToDatetime(tzinfo=UTC))
+                    continue
                 version = int(item.etag or 0)
                 if version <= last:
                     continue
                 last = version
-                if watcher.overflowed:
-                    watcher.overflowed = False
-                    yield snapshot(item.snapshot, item.occur_time.ToDatetime(tzinfo=UTC))
-                    continue
                 yield svc.CartChange(
                     cart=item.snapshot,
                     etag=item.etag,
