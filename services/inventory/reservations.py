@@ -250,7 +250,9 @@ async def _attempt(
     )
     reservation = convert.reservation(row)
     await reservation_event(session, unit.outbox, "created", reservation, now)
+    await unit.answer_early(session, reservation)
 
+    # The critical section: from the first guarded update to the commit, as short as possible.
     journal = unit.journal(session, now, request_id)
     for location_id, sku, qty in plan.takes():  # sorted: the lock order
         level = await store.reserve_guarded(session, location_id, sku, qty, now)
@@ -474,13 +476,15 @@ async def commit_reservation(
                 row, f"{convert.reservation_name(row.id)} expired at {row.expire_time.isoformat()}"
             )
         _check_etag(row, request.etag)
+        # State and event first: the level rows (possibly hot) are locked last, until commit.
+        reservation = convert.reservation(await _set_state(session, row, {"state": COMMITTED}, now))
+        await reservation_event(session, unit.outbox, "committed", reservation, now)
+        await unit.answer_early(session, reservation)
         journal = unit.journal(session, now, request.request_id)
         await _give_back(
             session, journal, [row.id], res.MOVEMENT_KIND_RESERVATION_COMMIT, now, reference=request.reference
         )
         await journal.flush()
-        reservation = convert.reservation(await _set_state(session, row, {"state": COMMITTED}, now))
-        await reservation_event(session, unit.outbox, "committed", reservation, now)
         changed = True
         return reservation
 
@@ -507,14 +511,15 @@ async def release_reservation(
         if row.state != ACTIVE:
             raise not_active(row)
         _check_etag(row, request.etag)
+        updated = await _set_state(session, row, {"state": RELEASED, "release_reason": request.reason}, now)
+        reservation = convert.reservation(updated)
+        await reservation_event(session, unit.outbox, "released", reservation, now)
+        await unit.answer_early(session, reservation)
         journal = unit.journal(session, now, request.request_id)
         await _give_back(
             session, journal, [row.id], res.MOVEMENT_KIND_RESERVATION_RELEASE, now, reason=request.reason
         )
         await journal.flush()
-        updated = await _set_state(session, row, {"state": RELEASED, "release_reason": request.reason}, now)
-        reservation = convert.reservation(updated)
-        await reservation_event(session, unit.outbox, "released", reservation, now)
         changed = True
         return reservation
 

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.inventory.events import MovementJournal, count_committed_movements
 
 M = TypeVar("M", bound=Message)
+_PENDING_ANSWER = "inventory_pending_answer"
 
 
 def utcnow() -> datetime:
@@ -61,6 +62,20 @@ class Unit:
             channel=current_channel.get(),
         )
 
+    @staticmethod
+    async def answer_early(session: AsyncSession, response: Message) -> None:
+        """Store the idempotent answer now, before the rest of the work.
+
+        For work whose answer is known before it takes its hottest row locks (a reservation
+        knows its allocations before the guarded updates): the insert then happens outside the
+        critical section, which shortens how long a hot stock level stays locked. The
+        transaction still commits both or neither.
+        """
+        pending = session.info.pop(_PENDING_ANSWER, None)
+        if pending is not None:
+            scope, request_id, request = pending
+            await remember(session, scope, request_id, request, response)
+
     async def idempotent(
         self,
         scope: str,
@@ -80,8 +95,10 @@ class Unit:
                     previous = await recall(session, scope, request_id, request, response_type)
                     if previous is not None:
                         return previous, False
+                session.info[_PENDING_ANSWER] = (scope, request_id, request)
                 response = await work(session)
-                await remember(session, scope, request_id, request, response)
+                if session.info.pop(_PENDING_ANSWER, None) is not None:
+                    await remember(session, scope, request_id, request, response)
             return response, True
         except IntegrityError:
             if not request_id:
