@@ -167,9 +167,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                 check.fail(f"items[{i}].name", f"repeats items[{seen[ids['item']]}]", "DUPLICATE")
             elif ids:
                 seen[ids["item"]] = i
-            # New items are created with every field, so their title is always required; for
-            # existing ones only the fields of the mask are written.
-            check_item(check, item, f"items[{i}]", {*fields, "title"} if "title" in fields else fields)
+            # Only the mask's fields are written to existing items; items that turn out to be new
+            # are created with every field and validated in full once that is known.
+            check_item(check, item, f"items[{i}]", fields)
         check.request_id("request_id", request.request_id)
         _raise_if_invalid(check)
         return await catalogue.batch_upsert_items(self.unit, request, fields)

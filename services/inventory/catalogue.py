@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.inventory import convert, store
 from services.inventory.domain import DOMAIN
 from services.inventory.domain import query as q
-from services.inventory.domain.resources import ITEM_FIELDS, LOCATION_FIELDS, check_location
+from services.inventory.domain.resources import ITEM_FIELDS, LOCATION_FIELDS, check_item, check_location
 from services.inventory.txn import Unit, utcnow
 
 # --- list query definitions ------------------------------------------------------------------
@@ -204,6 +204,12 @@ async def batch_upsert_items(
                 domain=DOMAIN,
                 metadata={"resource": request.items[index].name, "index": str(index)},
             )
+        check = Checker()
+        for i, (sku, item) in enumerate(zip(skus, request.items, strict=True)):
+            if sku not in existing:
+                check_item(check, item, f"items[{i}]")
+        if check.violations:
+            raise InvalidArgument(check.violations, domain=DOMAIN)
         out: dict[str, res.Item] = {}
         for sku in sorted(set(skus)):
             item = request.items[skus.index(sku)]

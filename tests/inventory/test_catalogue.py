@@ -171,6 +171,16 @@ async def test_batch_upsert_is_all_or_nothing(api: Api) -> None:
         )
     )
     assert violations(bad) == {"items[1].name", "items[2].name", "items[2].title"}
+    # A new item is created with every field, so it needs a title even if the mask omits it.
+    untitled = await rpc_error(
+        api.BatchUpsertItems(
+            svc.BatchUpsertItemsRequest(
+                items=[res.Item(name=existing.name), res.Item(name=f"items/{uid('NT')}", active=True)],
+                update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+            )
+        )
+    )
+    assert violations(untitled) == {"items[1].title"}
     assert violations(await rpc_error(api.BatchUpsertItems(svc.BatchUpsertItemsRequest()))) == {"items"}
 
 
