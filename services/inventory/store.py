@@ -1,4 +1,7 @@
-"""Tables of the inventory service (its own MetaData) and the queries that touch them.
+"""Tables of the inventory service (its own MetaData), the ledger's SQL and shared query helpers.
+
+Plain lookups and CRUD statements live next to their use case (catalogue, reservations, …);
+the statements that carry the ledger's guarantees live here, in one place to review.
 
 The ledger's invariants live in the schema as much as in code:
 - ``stock_levels`` holds one row per (location, item) that ever held stock. ``reserved``,
