@@ -182,9 +182,13 @@ async def _attempt(
     now = utcnow()
     skus = sorted({line.item for line in spec.lines})
     fixed = sorted({line.location for line in spec.lines if line.location})
-    found_items, found_locations = await existing(session, skus, fixed)
-    require_found(skus, fixed, (found_items, found_locations))
-    inactive = [line for line in spec.lines if not found_items[line.item].active]
+    sites = await _sites(session, spec) if any(not line.location for line in spec.lines) else []
+    # One query answers "do the items exist, are they active, what is available where".
+    found_items, levels = await store.items_with_levels(
+        session, skus, sorted({*fixed, *(s.location for s in sites)})
+    )
+    require_found(skus, [], (found_items, {}))
+    inactive = [line for line in spec.lines if not found_items[line.item]]
     if inactive:
         raise FailedPrecondition(
             f"{convert.item_name(inactive[0].item)} is not active and cannot be reserved",
@@ -196,16 +200,14 @@ async def _attempt(
                 for line in inactive
             ],
         )
-    sites = await _sites(session, spec) if any(not line.location for line in spec.lines) else []
-    where = sorted({*fixed, *(s.location for s in sites)})
-    snapshot = {
-        (r.location_id, r.item_sku): convert.quantities(r).available
-        for r in await store.levels_of_items(session, skus, where)
-    }
+    snapshot = {key: convert.quantities(row).available for key, row in levels.items()}
     plan = allocation.plan(
         spec.lines, strategy=spec.strategy, allow_split=spec.allow_split, sites=sites, available=snapshot
     )
     if plan.shortfalls:
+        # A level with stock implies its location exists, so only a failing call pays for
+        # telling an unknown location (NOT_FOUND) from an empty one.
+        require_found([], fixed, await existing(session, [], fixed))
         raise insufficient(plan.shortfalls)
 
     reservation_id = uuid.uuid4().hex

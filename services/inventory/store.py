@@ -341,6 +341,25 @@ async def levels(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> dic
     return {(r.location_id, r.item_sku): r for r in rows}
 
 
+async def items_with_levels(
+    session: AsyncSession, skus: Sequence[str], location_ids: Sequence[str]
+) -> tuple[dict[str, bool], dict[tuple[str, str], AnyRow]]:
+    """Whether each existing item is active, and its levels at some locations, in one query."""
+    join = and_(stock_levels.c.item_sku == items.c.sku, stock_levels.c.location_id.in_(list(location_ids)))
+    rows = await session.execute(
+        select(items.c.sku, items.c.active, *_LEVEL_RETURNING)
+        .select_from(items.outerjoin(stock_levels, join))
+        .where(items.c.sku.in_(list(skus)))
+    )
+    active: dict[str, bool] = {}
+    found: dict[tuple[str, str], AnyRow] = {}
+    for row in rows:
+        active[row.sku] = row.active
+        if row.location_id is not None:
+            found[(row.location_id, row.item_sku)] = row
+    return active, found
+
+
 async def levels_of_items(
     session: AsyncSession,
     skus: Sequence[str],
