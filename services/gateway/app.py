@@ -246,7 +246,7 @@ class Gateway:
                     timeout=self.config.readiness_timeout_seconds,
                 )
         except grpc.aio.AioRpcError as exc:
-            return exc.code().name
+            return str(exc.code().name)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     # -- API requests -------------------------------------------------------------------------

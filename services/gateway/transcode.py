@@ -136,6 +136,7 @@ def _set_path(data: dict[str, Any], desc: descriptor.Descriptor, path: str, valu
         if not isinstance(nested, dict):
             nested = {}
         target[fld.name] = nested
+        assert fld.message_type is not None  # checked when the route was built
         current, target = fld.message_type, nested
     leaf = current.fields_by_name[parts[-1]]
     _take(target, leaf)
@@ -229,7 +230,7 @@ def find_etag(msg: message.Message) -> str:
     desc = msg.DESCRIPTOR
     fld = desc.fields_by_name.get("etag")
     if fld is not None and fld.type == descriptor.FieldDescriptor.TYPE_STRING and not fld.is_repeated:
-        value = msg.etag
+        value = getattr(msg, fld.name)
         if value:
             return str(value)
     for fld in desc.fields:
