@@ -8,14 +8,31 @@ OneTimeCodeIssuedEvent, never in logs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
 from omni.identity.v1 import events_pb2, resources_pb2
+from omni.profile.v1 import events_pb2 as profile_events_pb2
+from omni.profile.v1 import resources_pb2 as profile_resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime.context import ChannelInfo
+from omni_runtime.events.consumer import Event
+from omni_runtime.events.outbox import Outbox
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.identity import store
+
+if TYPE_CHECKING:
+    from services.identity.sessions import SessionManager
+
+log = logging.getLogger("omni.identity.events")
+Customer = resources_pb2.Customer
+UNLINKED = events_pb2.IdentifierUnlinkedEvent
 
 
 def ts(moment: datetime | None = None) -> timestamp_pb2.Timestamp:
@@ -132,3 +149,56 @@ def session_revoked(session_name: str, principal: str, reason: int) -> events_pb
         reason=reason,  # type: ignore[arg-type]
         occur_time=ts(),
     )
+
+
+# --- consumed ------------------------------------------------------------------------------------
+
+
+class ProfileMerges:
+    """Profile's ProfilesMergedEvent, reason DUPLICATE: the two records were one person.
+
+    Identity follows profile's decision: the source customer's identifiers move to the target
+    (IdentifierUnlinkedEvent MOVED, then IdentifierLinkedEvent), the source becomes MERGED with
+    ``merged_into`` = target (so ResolveIdentity of anything it held finds the target) and its
+    sessions end. Reason GUEST_LOGIN is ignored: identity made that merge itself. Redeliveries
+    are skipped by the runtime's inbox; a source already merged or erased is left as it is.
+    """
+
+    SUBJECTS = ("omni.profile.profiles_merged",)
+
+    def __init__(self, outbox: Outbox, sessions: SessionManager) -> None:
+        self.outbox = outbox
+        self.sessions = sessions
+
+    async def __call__(self, session: AsyncSession, event: Event) -> None:
+        merged = event.decode(profile_events_pb2.ProfilesMergedEvent)
+        if merged.reason == profile_resources_pb2.MERGE_REASON_GUEST_LOGIN:
+            return
+        source_id = merged.source_customer.removeprefix("customers/")
+        target_id = merged.target_customer.removeprefix("customers/")
+        if not source_id or not target_id or source_id == target_id:
+            log.warning("ignoring a profile merge without two distinct customers (event %s)", event.id)
+            return
+        rows = {}
+        for customer_id in sorted((source_id, target_id)):  # one lock order: no deadlocks
+            rows[customer_id] = await store.customer_for_update(session, customer_id)
+        source, target = rows[source_id], rows[target_id]
+        usable = (Customer.STATE_ACTIVE, Customer.STATE_LOCKED, Customer.STATE_GUEST)
+        if source is None or target is None or source.state not in usable or target.state not in usable:
+            log.info("profile merge %s -> %s: nothing for identity to do", source_id, target_id)
+            return
+        taken = {row.kind for row in await store.customer_identifiers(session, target_id) if row.is_primary}
+        for row in await store.customer_identifiers(session, source_id):
+            primary = row.is_primary and row.kind not in taken
+            await self.outbox.emit(session, identifier_unlinked(row, UNLINKED.REASON_MOVED))
+            await session.execute(
+                update(store.identifiers)
+                .where(store.identifiers.c.id == row.id)
+                .values(customer_id=target_id, is_primary=primary)
+            )
+            moved = SimpleNamespace(**{**row._asdict(), "customer_id": target_id, "is_primary": primary})
+            await self.outbox.emit(session, identifier_linked(moved))
+        await store.bump_customer(session, source_id, state=Customer.STATE_MERGED, merged_into=target_id)
+        await self.sessions.revoke_all(
+            session, customer_name(source_id), events_pb2.SessionRevokedEvent.REASON_PRINCIPAL_DISABLED
+        )

@@ -5,19 +5,28 @@ would stall every other call of the process, so it runs in the default thread po
 argon2 C code releases the GIL). Unknown accounts are "verified" against a dummy hash made
 with the same parameters, so a log-in for an account that does not exist costs the same time
 as one for an account that does.
+
+At most ``cpu_count // parallelism`` hashes run at once (each uses ``parallelism`` threads);
+the rest wait their turn. Letting every concurrent log-in start its own hash would only make
+them all slower together, thrash memory (64 MiB each) and starve the event loop's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from services.identity import metrics
 from services.identity.config import IdentityConfig
+
+T = TypeVar("T")
 
 
 class Passwords:
@@ -29,6 +38,11 @@ class Passwords:
             type=Type.ID,
         )
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        self._slots = asyncio.Semaphore(max(1, (os.cpu_count() or 1) // config.argon2_parallelism))
+
+    async def _run(self, func: Callable[..., T], *args: object) -> T:
+        async with self._slots:
+            return await asyncio.to_thread(func, *args)
 
     def hash_sync(self, secret: str) -> str:
         return self._hasher.hash(secret)
@@ -36,7 +50,7 @@ class Passwords:
     async def hash(self, secret: str) -> str:
         started = time.perf_counter()
         try:
-            return await asyncio.to_thread(self._hasher.hash, secret)
+            return await self._run(self._hasher.hash, secret)
         finally:
             metrics.PASSWORD_HASH_SECONDS.labels("hash").observe(time.perf_counter() - started)
 
@@ -50,7 +64,7 @@ class Passwords:
         """True when ``secret`` matches ``stored``; with ``stored`` None, burns the same time."""
         started = time.perf_counter()
         try:
-            return await asyncio.to_thread(self._verify, stored, secret)
+            return await self._run(self._verify, stored, secret)
         finally:
             metrics.PASSWORD_HASH_SECONDS.labels("verify").observe(time.perf_counter() - started)
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 metadata = MetaData()
 
@@ -211,6 +211,40 @@ async def customer_for_update(session: AsyncSession, customer_id: str) -> Row[An
 
 async def customer(session: AsyncSession, customer_id: str) -> Row[Any] | None:
     return (await session.execute(select(customers).where(customers.c.id == customer_id))).first()
+
+
+def _primary(kind: int) -> Any:
+    """Correlated sub-select: the customer's primary identifier value of one kind (or NULL)."""
+    own = identifiers.alias(f"primary_{kind}")
+    return (
+        select(own.c.value)
+        .where(own.c.customer_id == customers.c.id, own.c.kind == kind, own.c.is_primary.is_(True))
+        .correlate(customers)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+CUSTOMER_VIEW = (*customers.c, _primary(1).label("primary_email"), _primary(2).label("primary_phone"))
+
+
+async def customer_view(reader: AsyncSession | AsyncConnection, customer_id: str) -> Row[Any] | None:
+    """A customer row with its primary e-mail and phone, in one statement (the read path)."""
+    return (await reader.execute(select(*CUSTOMER_VIEW).where(customers.c.id == customer_id))).first()
+
+
+async def resolve(reader: AsyncSession | AsyncConnection, kind: int, value: str) -> Row[Any] | None:
+    """An identifier and its holder (with primaries) in one statement: ResolveIdentity's hot path.
+
+    Identifier columns come back prefixed ``identifier_``.
+    """
+    return (
+        await reader.execute(
+            select(*CUSTOMER_VIEW, *(c.label(f"identifier_{c.name}") for c in identifiers.c))
+            .join_from(identifiers, customers, customers.c.id == identifiers.c.customer_id)
+            .where(identifiers.c.kind == kind, identifiers.c.value == value)
+        )
+    ).first()
 
 
 async def primary_values(session: AsyncSession, customer_id: str) -> tuple[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Callable
 
 import grpc
@@ -15,8 +16,11 @@ from nats.js.errors import NotFoundError
 from omni.identity.v1 import events_pb2, resources_pb2
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
+from omni.profile.v1 import events_pb2 as profile_events_pb2
+from omni.profile.v1 import resources_pb2 as profile_resources_pb2
 from omni_runtime.auth.service_tokens import ServiceTokenProvider
 from omni_runtime.config import Settings
+from omni_runtime.events.bus import EventBus
 from omni_runtime.localinfra import free_port
 from omni_runtime.testing.plugin import bearer
 from omni_runtime.testing.probe import probe_definition
@@ -141,3 +145,66 @@ async def test_events_reach_jetstream(identity: RunningService, identity_setting
         assert headers["Nats-Msg-Id"]
     finally:
         await nc.close()
+
+
+async def test_duplicate_profiles_merged_by_profile_move_identifiers_to_the_target(
+    identity: RunningService, identity_settings: Settings, admin: Admin, token_for: Callable[..., str]
+) -> None:
+    """Profile publishes ProfilesMergedEvent (DUPLICATE); identity follows it."""
+    stub = Stub(identity.channel)
+    source, target = await register(stub), await register(stub)
+    card = f"DUP{uuid.uuid4().int % 10**9:09d}"
+    await stub.LinkIdentifier(
+        pb.LinkIdentifierRequest(
+            parent=source.customer.name,
+            identifier=resources_pb2.IdentifierKey(
+                kind=resources_pb2.IDENTIFIER_KIND_LOYALTY_CARD, value=card
+            ),
+            attested=True,
+        ),
+        metadata=admin,
+    )
+    event = profile_events_pb2.ProfilesMergedEvent(
+        source_profile=f"{source.customer.name}/profile",
+        source_customer=source.customer.name,
+        target_profile=f"{target.customer.name}/profile",
+        target_customer=target.customer.name,
+        reason=profile_resources_pb2.MERGE_REASON_DUPLICATE,
+    )
+    bus = EventBus(identity_settings.nats_url, name="test-profile")
+    await bus.start()
+    try:
+        await bus.wait_connected(10)
+        await bus.ensure_stream("profile")
+        event_id = str(uuid.uuid4())
+        for _ in range(2):  # a redelivery changes nothing
+            await bus.js.publish(
+                "omni.profile.profiles_merged",
+                event.SerializeToString(),
+                headers={"Nats-Msg-Id": event_id, "Omni-Event-Type": event.DESCRIPTOR.full_name},
+            )
+    finally:
+        await bus.close()
+    deadline = time.monotonic() + 20
+    while True:
+        got = await stub.GetCustomer(pb.GetCustomerRequest(name=source.customer.name), metadata=admin)
+        if got.state == resources_pb2.Customer.STATE_MERGED:
+            break
+        assert time.monotonic() < deadline, "identity never applied the profile merge"
+        await asyncio.sleep(0.1)
+    assert got.merged_into == target.customer.name
+    resolved = await stub.ResolveIdentity(
+        pb.ResolveIdentityRequest(
+            identifier=resources_pb2.IdentifierKey(
+                kind=resources_pb2.IDENTIFIER_KIND_LOYALTY_CARD, value=card
+            )
+        ),
+        metadata=admin,
+    )
+    assert resolved.customer.name == target.customer.name
+    listed = await stub.ListIdentifiers(
+        pb.ListIdentifiersRequest(parent=target.customer.name), metadata=admin
+    )
+    assert {i.value for i in listed.identifiers} >= {source.customer.primary_email, card}
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=source.token.refresh_token))

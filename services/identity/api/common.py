@@ -8,7 +8,8 @@ log-in, a revoked session after refresh-token reuse); ``transact`` commits and t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import Aborted, OmniError
 from omni_runtime.events.outbox import Outbox
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.identity.config import IdentityConfig
 from services.identity.keys import KeyRing
@@ -84,6 +85,15 @@ async def transact(
         raise
     assert deferred is not None
     raise deferred
+
+
+@contextlib.asynccontextmanager
+async def reading(db: Database) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit mode, for reads that are one statement: no BEGIN and
+    COMMIT round trips (ResolveIdentity and GetCustomer are on every POS and call-center path)."""
+    async with db.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 def client_info(context: grpc.aio.ServicerContext) -> ClientInfo:

@@ -8,14 +8,15 @@ import grpc
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni_runtime.context import current_principal
-from omni_runtime.errors import Aborted, FailedPrecondition
+from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
 from omni_runtime.validation import Checker
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.identity import domain, events, store
+from services.identity.api import convert
 from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase
-from services.identity.api.common import DOMAIN, scope, transact
+from services.identity.api.common import DOMAIN, reading, scope, transact
 from services.identity.sessions import Reason
 
 
@@ -32,9 +33,11 @@ class CustomerHandlers(HandlerBase):
         check = Checker()
         check.name("name", request.name, CUSTOMER_PATTERN)
         check.raise_if_invalid()
-        async with self.d.db.transaction() as session:
-            row = await self.customer_row(session, request.name)
-            return await self.customer_proto(session, row)
+        async with reading(self.d.db) as reader:
+            row = await store.customer_view(reader, request.name.removeprefix("customers/"))
+        if row is None:
+            raise NotFound(request.name, domain=DOMAIN)
+        return convert.customer(row, row.primary_email or "", row.primary_phone or "")
 
     async def UpdateCustomer(
         self, request: pb.UpdateCustomerRequest, context: grpc.aio.ServicerContext

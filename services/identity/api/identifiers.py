@@ -14,6 +14,7 @@ A verified link takes an identifier away from a customer who holds it unverified
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -43,7 +44,7 @@ from services.identity.api.base import (
     HandlerBase,
     identifier_key,
 )
-from services.identity.api.common import DOMAIN, scope, transact
+from services.identity.api.common import DOMAIN, reading, scope, transact
 from services.identity.listing import (
     FilterField,
     decode_page_token,
@@ -352,21 +353,31 @@ class IdentifierHandlers(HandlerBase):
         check.raise_if_invalid()
         assert key is not None
         kind, value = key
-        async with self.d.db.transaction() as session:
-            ident = await store.identifier_by_key(session, kind, value)
-            if ident is None or not (ident.verified or request.include_unverified):
+        async with reading(self.d.db) as reader:
+            found = await store.resolve(reader, kind, value)
+            if found is None or not (found.identifier_verified or request.include_unverified):
                 raise NotFound(
                     "customers/-/identifiers/-",
                     "no customer holds this identifier",
                     domain=DOMAIN,
                     reason="IDENTITY_NOT_FOUND",
                 )
-            customer: Any = await store.customer(session, ident.customer_id)
-            for _ in range(8):  # merged guests resolve to the customer they were merged into
-                if customer is None or customer.state != Customer.STATE_MERGED or not customer.merged_into:
-                    break
-                customer = await store.customer(session, customer.merged_into)
-            assert customer is not None
-            return pb.ResolveIdentityResponse(
-                customer=await self.customer_proto(session, customer), identifier=convert.identifier(ident)
+            identifier = SimpleNamespace(
+                **{
+                    name.removeprefix("identifier_"): v
+                    for name, v in found._mapping.items()
+                    if name.startswith("identifier_")
+                }
             )
+            customer: Any = found
+            for _ in range(8):  # merged guests resolve to the customer they were merged into
+                if customer.state != Customer.STATE_MERGED or not customer.merged_into:
+                    break
+                target = await store.customer_view(reader, customer.merged_into)
+                if target is None:
+                    break
+                customer = target
+        return pb.ResolveIdentityResponse(
+            customer=convert.customer(customer, customer.primary_email or "", customer.primary_phone or ""),
+            identifier=convert.identifier(identifier),
+        )
