@@ -82,11 +82,17 @@ class ListQuery:
         self.conditions: list[q.Condition] = []
         self.order = default_order
         self.after: list[Any] | None = None
-        self.fingerprint = ""
+        # A token belongs to the parent, filter and order it was issued for (as the caller wrote them).
+        self.fingerprint = q.query_fingerprint(*scope, request.filter, request.order_by)
         try:
             self.conditions = q.parse_filter(request.filter, fields, prefixes=prefixes)
+        except InvalidArgument as exc:
+            check.violations.extend(exc.violations)
+        try:
             self.order = q.parse_order_by(request.order_by, order_fields, default_order)
-            self.fingerprint = q.query_fingerprint(*scope, self.conditions, self.order)
+        except InvalidArgument as exc:
+            check.violations.extend(exc.violations)
+        try:
             width = key_width(self.order) if key_width is not None else len(self.order) + 1
             self.after = q.decode_page_token(request.page_token, self.fingerprint, width)
         except InvalidArgument as exc:
