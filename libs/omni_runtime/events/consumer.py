@@ -115,7 +115,7 @@ class EventConsumer:
                     sub = await self._subscribe()
                 try:
                     messages = await sub.fetch(self.batch, timeout=1.0)  # type: ignore[attr-defined]
-                except NatsTimeoutError:
+                except (NatsTimeoutError, TimeoutError):  # nothing to fetch (nats-py raises either)
                     messages = []
                 for msg in messages:
                     await self.handle(msg)
@@ -126,7 +126,7 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("consumer %s paused: %s", self.durable, exc)
+                log.warning("consumer %s paused: %r", self.durable, exc)
                 sub = None
                 await asyncio.sleep(1.0)
 
