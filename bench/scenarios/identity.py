@@ -35,7 +35,8 @@ SERVICE = "/omni.identity.v1.IdentityService"
 CUSTOMERS = 8
 CARDS = 64
 PASSWORD = "bench password 1234"
-DURATION = 2.0
+DURATION = 1.5
+WARMUP = 0.3
 
 
 def _delta(with_auth: dict[str, Any], without: dict[str, Any], key: str) -> float:
@@ -94,7 +95,14 @@ async def run(env: BenchEnv) -> dict[str, Any]:
         out["login"] = {
             "argon2": "time_cost=3 memory=64MiB parallelism=4 (production defaults)",
             "levels": [
-                await env.load(identity.target, f"{SERVICE}/Login", logins, concurrency=c, duration=DURATION)
+                await env.load(
+                    identity.target,
+                    f"{SERVICE}/Login",
+                    logins,
+                    concurrency=c,
+                    duration=DURATION,
+                    warmup=WARMUP,
+                )
                 for c in (1, 8)
             ],
         }
@@ -117,6 +125,7 @@ async def run(env: BenchEnv) -> dict[str, Any]:
                     [probe_pb2.PingRequest()],
                     concurrency=concurrency,
                     duration=DURATION,
+                    warmup=WARMUP,
                 )
                 with_auth = await env.load(
                     probe.target,
@@ -124,6 +133,7 @@ async def run(env: BenchEnv) -> dict[str, Any]:
                     [echo],
                     concurrency=concurrency,
                     duration=DURATION,
+                    warmup=WARMUP,
                     metadata=token_md,
                 )
                 levels.append(
@@ -160,6 +170,7 @@ async def run(env: BenchEnv) -> dict[str, Any]:
                     resolves,
                     concurrency=c,
                     duration=DURATION,
+                    warmup=WARMUP,
                     metadata=agent_md,
                 )
                 for c in (1, 16)
