@@ -77,6 +77,8 @@ class Prepared:
 
 # apply(cart, prepared, now, session) -> ids of the lines changed, or None when nothing changed.
 Apply = Callable[[Cart, Prepared, datetime, AsyncSession], Awaitable[list[str] | None]]
+# prepare(cart, cached_only) -> what the change needs from the catalogue (None: not cached).
+Prepare = Callable[[Cart, bool], Awaitable[Prepared | None]]
 
 
 class CartOps:
@@ -105,22 +107,41 @@ class CartOps:
     # The pipeline
     # ---------------------------------------------------------------------------------------
 
-    async def prefetch(self, cart: Cart, *, need: list[str], store_name: str = "") -> Prepared:
-        """Fetch the items a change needs (mandatory) and the stale snapshots (best effort)."""
+    @staticmethod
+    def _pickup_store(store_name: str, view: StoreView | None) -> StoreView:
+        if view is None or not view.pickup_enabled:
+            raise FailedPrecondition(
+                f"{store_name} does not offer pickup",
+                reason="PICKUP_NOT_OFFERED",
+                domain=DOMAIN,
+                metadata={"pickup_store": store_name},
+            )
+        return view
+
+    async def prefetch(
+        self, cart: Cart, *, need: list[str], store_name: str = "", cached_only: bool = False
+    ) -> Prepared | None:
+        """What a change needs from the catalogue: the items it names (mandatory), the pickup
+        store, and fresh prices for stale snapshots (best effort). With ``cached_only`` it is
+        answered from recent reads alone, or None when something has to be fetched."""
         prepared = Prepared()
         stale = stale_items(cart, utcnow(), self.config.price_ttl) - set(need)
-        if need or store_name:
+        if cached_only:
+            for name in (*need, *stale):
+                hit, found = self.inventory.peek(name)
+                if not hit:
+                    return None
+                prepared.items[name] = found
+            if store_name:
+                hit, view = self.inventory.peek_store(store_name)
+                if not hit:
+                    return None
+                prepared.store = self._pickup_store(store_name, view)
+            return prepared
+        if need:
             prepared.items = await self.inventory.items(need)
         if store_name:
-            view = await self.inventory.store(store_name, need)
-            if view is None or not view.pickup_enabled:
-                raise FailedPrecondition(
-                    f"{store_name} does not offer pickup",
-                    reason="PICKUP_NOT_OFFERED",
-                    domain=DOMAIN,
-                    metadata={"pickup_store": store_name},
-                )
-            prepared.store = view
+            prepared.store = self._pickup_store(store_name, await self.inventory.store(store_name, need))
         if stale:
             try:
                 prepared.items.update(await self.inventory.items(stale))
@@ -179,6 +200,23 @@ class CartOps:
         async with self.db.transaction() as session:
             return await recall(session, scope, request_id, request, r.Cart)
 
+    async def _apply(
+        self,
+        session: AsyncSession,
+        cart: Cart,
+        prepared: Prepared,
+        apply: Apply,
+        kind: int,
+    ) -> tuple[r.Cart, ev.CartUpdatedEvent | None]:
+        now = utcnow()
+        changed = await apply(cart, prepared, now, session)
+        if changed is None:
+            return self.to_proto(cart), None
+        reprice(cart, {k: v for k, v in prepared.items.items() if v is not None}, now)
+        await self.reevaluate(session, cart, now)
+        event = await self.commit_change(session, cart, kind, changed, now)
+        return event.snapshot, event
+
     async def mutate(
         self,
         *,
@@ -189,33 +227,34 @@ class CartOps:
         etag: str,
         kind: int,
         metric: str,
-        prepare: Callable[[Cart], Awaitable[Prepared]],
+        prepare: Prepare,
         apply: Apply,
     ) -> r.Cart:
         name = f"customers/{customer}/cart"
         scope = f"{method}:{name}"
-        replay = await self.recall_cart(scope, request_id, request)
-        if replay is not None:
-            return replay
-        current = await self.read(customer)
-        check_etag(current, etag)
-        prepared = await prepare(current)
         event: ev.CartUpdatedEvent | None = None
+        response: r.Cart | None = None
         try:
+            # One pass when the catalogue facts the change needs were read moments ago.
             async with self.db.transaction() as session:
+                replay = await recall(session, scope, request_id, request, r.Cart) if request_id else None
+                if replay is not None:
+                    return replay
                 cart = await store.lock_cart(session, customer)
                 check_etag(cart, etag)
-                now = utcnow()
-                changed = await apply(cart, prepared, now, session)
-                if changed is not None:
-                    fresh = {k: v for k, v in prepared.items.items() if v is not None}
-                    reprice(cart, fresh, now)
-                    await self.reevaluate(session, cart, now)
-                    event = await self.commit_change(session, cart, kind, changed, now)
-                    response = event.snapshot
-                else:
-                    response = self.to_proto(cart)
-                await remember(session, scope, request_id, request, response)
+                prepared = await prepare(cart, True)
+                if prepared is not None:
+                    response, event = await self._apply(session, cart, prepared, apply, kind)
+                    await remember(session, scope, request_id, request, response)
+            if response is None:
+                # Otherwise fetch them without holding the row, then lock again and check again.
+                prepared = await prepare(cart, False)
+                assert prepared is not None
+                async with self.db.transaction() as session:
+                    cart = await store.lock_cart(session, customer)
+                    check_etag(cart, etag)
+                    response, event = await self._apply(session, cart, prepared, apply, kind)
+                    await remember(session, scope, request_id, request, response)
         except IntegrityError:
             # A concurrent twin with the same request id committed first: answer as it did.
             replay = await self.recall_cart(scope, request_id, request)
@@ -243,8 +282,10 @@ class CartOps:
         etag: str,
         request_id: str,
     ) -> r.Cart:
-        async def prepare(cart: Cart) -> Prepared:
-            return await self.prefetch(cart, need=[item], store_name=fulfillment.pickup_store)
+        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
+            return await self.prefetch(
+                cart, need=[item], store_name=fulfillment.pickup_store, cached_only=cached_only
+            )
 
         async def apply(cart: Cart, prepared: Prepared, now: datetime, _s: AsyncSession) -> list[str]:
             found = prepared.items.get(item)
@@ -289,10 +330,11 @@ class CartOps:
         etag: str,
         request_id: str,
     ) -> r.Cart:
-        async def prepare(cart: Cart) -> Prepared:
+        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
             line = line_rules.require_line(cart, line_id)
             store_name = fulfillment.pickup_store if fulfillment is not None else ""
-            return await self.prefetch(cart, need=[line.item] if store_name else [], store_name=store_name)
+            need = [line.item] if store_name else []
+            return await self.prefetch(cart, need=need, store_name=store_name, cached_only=cached_only)
 
         async def apply(cart: Cart, prepared: Prepared, now: datetime, _s: AsyncSession) -> list[str]:
             chosen = fulfillment
@@ -317,8 +359,8 @@ class CartOps:
     async def remove_line(
         self, request: Message, *, customer: str, line_id: str, etag: str, request_id: str
     ) -> r.Cart:
-        async def prepare(cart: Cart) -> Prepared:
-            return await self.prefetch(cart, need=[])
+        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
+            return await self.prefetch(cart, need=[], cached_only=cached_only)
 
         async def apply(cart: Cart, _p: Prepared, _now: datetime, _s: AsyncSession) -> list[str]:
             return line_rules.remove_line(cart, line_id)
@@ -336,7 +378,7 @@ class CartOps:
         )
 
     async def clear(self, request: Message, *, customer: str, etag: str, request_id: str) -> r.Cart:
-        async def prepare(_cart: Cart) -> Prepared:
+        async def prepare(_cart: Cart, _cached_only: bool) -> Prepared | None:
             return Prepared()
 
         async def apply(cart: Cart, _p: Prepared, _now: datetime, _s: AsyncSession) -> list[str] | None:
@@ -366,8 +408,8 @@ class CartOps:
     ) -> r.Cart:
         wanted = normalize_code(code)
 
-        async def prepare(cart: Cart) -> Prepared:
-            return await self.prefetch(cart, need=[])
+        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
+            return await self.prefetch(cart, need=[], cached_only=cached_only)
 
         async def apply(cart: Cart, _p: Prepared, now: datetime, session: AsyncSession) -> list[str] | None:
             if any(c.code == wanted for c in cart.codes):
@@ -422,8 +464,8 @@ class CartOps:
     ) -> r.Cart:
         wanted = normalize_code(code)
 
-        async def prepare(cart: Cart) -> Prepared:
-            return await self.prefetch(cart, need=[])
+        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
+            return await self.prefetch(cart, need=[], cached_only=cached_only)
 
         async def apply(cart: Cart, _p: Prepared, _now: datetime, _s: AsyncSession) -> list[str] | None:
             kept = [c for c in cart.codes if c.code != wanted]

@@ -125,10 +125,11 @@ class Checkout:
     ) -> r.Order:
         cart_name = f"customers/{customer}/cart"
         scope = f"Checkout:{cart_name}"
-        replay = await self._recall(scope, request_id, request)
+        async with self.db.transaction() as session:
+            replay = await recall(session, scope, request_id, request, r.Order)  # type: ignore[arg-type]
+            current = await store.read_cart(session, customer)
         if replay is not None:
             return replay
-        current = await self.ops.read(customer)
         check_etag(current, etag)
         if not current.lines:
             raise FailedPrecondition(
@@ -138,7 +139,7 @@ class Checkout:
             raise InvalidArgument(
                 [FieldViolation("shipping_address", "is required: the cart has lines to ship", "REQUIRED")]
             )
-        items = await self.inventory.items(distinct_items(current.lines))
+        items = await self.inventory.items(distinct_items(current.lines), fresh=True)
         self._refuse_unsellable(current, items)
         fresh = {k: v for k, v in items.items() if v is not None}
         await self._confirm_prices(current, fresh)
@@ -237,8 +238,9 @@ class Checkout:
         probe = current.copy()
         now = utcnow()
         reprice(probe, fresh, now)
-        async with self.db.transaction() as session:
-            await self.ops.reevaluate(session, probe, now)
+        if probe.codes:
+            async with self.db.transaction() as session:
+                await self.ops.reevaluate(session, probe, now)
         if probe.total == current.total:
             return
         event: ev.CartUpdatedEvent | None = None

@@ -28,6 +28,8 @@ def _number(settings: Settings, name: str, default: float) -> float:
 class CartConfig:
     # A line's price snapshot older than this is refreshed at the cart's next change.
     price_ttl: timedelta = timedelta(minutes=15)
+    # How long a catalogue read may be reused when adding or re-pricing lines (0: never).
+    catalogue_cache_seconds: float = 2.0
     # Currency of a cart whose first AddCartLine names none.
     default_currency: str = "EUR"
     limits: Limits = field(default_factory=Limits)
@@ -58,6 +60,7 @@ class CartConfig:
             raise ConfigError("OMNI_CART_DEFAULT_CURRENCY must be an ISO 4217 code")
         return cls(
             price_ttl=timedelta(seconds=_number(settings, "PRICE_TTL_SECONDS", 900)),
+            catalogue_cache_seconds=_number(settings, "CATALOGUE_CACHE_SECONDS", 2.0),
             default_currency=currency,
             limits=Limits(
                 max_lines=int(_number(settings, "MAX_LINES", 100)),

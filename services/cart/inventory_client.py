@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.protobuf import duration_pb2
@@ -70,10 +71,20 @@ def _unavailable(exc: grpc.aio.AioRpcError, what: str) -> Unavailable:
 
 
 class InventoryClient:
-    def __init__(self, peers: PeerChannels) -> None:
+    """``cache_seconds``: how long a catalogue read may be reused for adding and re-pricing lines
+    (a popular item on a sale day is read once per window, not once per click). Checkout always
+    reads fresh, and a line's ``price_time`` is the time of the read, so the price TTL still
+    bounds how old a price a cart can hold."""
+
+    MAX_CACHED = 10_000
+
+    def __init__(self, peers: PeerChannels, *, cache_seconds: float = 0.0) -> None:
         self._peers = peers
         self._stub: inv_grpc.InventoryServiceStub | None = None
         self._channel: grpc.aio.Channel | None = None
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, CatalogItem | None]] = {}
+        self._stores: dict[str, tuple[float, StoreView | None]] = {}
 
     @property
     def stub(self) -> inv_grpc.InventoryServiceStub:
@@ -87,25 +98,50 @@ class InventoryClient:
     # Catalogue and availability
     # ---------------------------------------------------------------------------------------
 
-    async def item(self, name: str) -> CatalogItem | None:
+    def peek(self, name: str) -> tuple[bool, CatalogItem | None]:
+        """(hit, item) from recent reads only: no call is made."""
+        cached = self._cache.get(name)
+        if cached is None or time.monotonic() - cached[0] >= self.cache_seconds:
+            return False, None
+        return True, cached[1]
+
+    def peek_store(self, store: str) -> tuple[bool, StoreView | None]:
+        cached = self._stores.get(store)
+        if cached is None or time.monotonic() - cached[0] >= self.cache_seconds:
+            return False, None
+        return True, cached[1]
+
+    async def item(self, name: str, *, fresh: bool = False) -> CatalogItem | None:
         """The catalogue entry of ``items/…``, or None when there is no such item."""
+        now = time.monotonic()
+        if not fresh and self.cache_seconds > 0:
+            cached = self._cache.get(name)
+            if cached is not None and now - cached[0] < self.cache_seconds:
+                return cached[1]
+        read_time = datetime.now(UTC)
         try:
             found = await self.stub.GetItem(inv.GetItemRequest(name=name))
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 return None
             raise _unavailable(exc, "read the catalogue") from exc
-        return CatalogItem(
+        item = CatalogItem(
             name=found.name,
             title=found.title,
             active=found.active,
             prices={p.currency_code: p.minor_units for p in found.prices},
+            read_time=read_time,
         )
+        if self.cache_seconds > 0:
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+            self._cache[name] = (now, item)
+        return item
 
-    async def items(self, names: Iterable[str]) -> dict[str, CatalogItem | None]:
+    async def items(self, names: Iterable[str], *, fresh: bool = False) -> dict[str, CatalogItem | None]:
         """Several items at once (concurrently: the catalogue has no batch read)."""
         wanted = list(dict.fromkeys(names))
-        found = await asyncio.gather(*(self.item(n) for n in wanted))
+        found = await asyncio.gather(*(self.item(n, fresh=fresh) for n in wanted))
         return dict(zip(wanted, found, strict=True))
 
     async def store(self, store: str, items: Sequence[str]) -> StoreView | None:
@@ -120,14 +156,19 @@ class InventoryClient:
                 return None
             raise _unavailable(exc, "check availability") from exc
         summary = next((loc for loc in answer.locations if loc.location == store), None)
-        if summary is None:
-            return None
-        available: dict[str, int] = {}
-        for entry in answer.items:
-            for at in entry.locations:
-                if at.location.location == store:
-                    available[entry.item] = at.available
-        return StoreView(store, summary.display_name, summary.pickup_enabled, available)
+        view: StoreView | None = None
+        if summary is not None:
+            available: dict[str, int] = {}
+            for entry in answer.items:
+                for at in entry.locations:
+                    if at.location.location == store:
+                        available[entry.item] = at.available
+            view = StoreView(store, summary.display_name, summary.pickup_enabled, available)
+        if self.cache_seconds > 0:
+            if len(self._stores) >= self.MAX_CACHED:
+                self._stores.clear()
+            self._stores[store] = (time.monotonic(), view)
+        return view
 
     async def shippable(self, items: Sequence[str]) -> dict[str, int]:
         """Units of each item available over every location that ships."""

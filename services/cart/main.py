@@ -36,7 +36,7 @@ async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     if runtime.db is None or runtime.outbox is None:
         raise RuntimeError("the cart service needs its database and the event bus")
     config = CartConfig.from_settings(runtime.settings)
-    inventory = InventoryClient(runtime.peers)
+    inventory = InventoryClient(runtime.peers, cache_seconds=config.catalogue_cache_seconds)
     hub = WatchHub(runtime.bus, queue_size=config.watch_queue_size, max_age=config.watch_max_age)
     carts = CartOps(runtime, config, inventory, hub)
     checkout = Checkout(carts, inventory)

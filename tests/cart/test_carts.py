@@ -272,7 +272,11 @@ async def test_stale_price_snapshots_are_refreshed_at_the_next_change(
     catalogue: Catalogue, cart_settings, key_source, make_token
 ) -> None:
     item, other = await catalogue.item(1000), await catalogue.item(300)
-    async with cart_replica(cart_settings(OMNI_CART_PRICE_TTL_SECONDS="0.3"), key_source, make_token) as fast:
+    async with cart_replica(
+        cart_settings(OMNI_CART_PRICE_TTL_SECONDS="0.3", OMNI_CART_CATALOGUE_CACHE_SECONDS="0"),
+        key_source,
+        make_token,
+    ) as fast:
         name = "customers/ttl-1"
         api = Caller(stub(fast), make_token(name, ["customer"]))
         cart_name = f"{name}/cart"

@@ -113,7 +113,7 @@ def add_line(
         existing.quantity = total
         existing.unit_price = price
         existing.title = item.title
-        existing.price_time = now
+        existing.price_time = item.read_time or now
         existing.update_time = now
         if fulfillment.pickup_store_name:
             existing.fulfillment = fulfillment
@@ -127,7 +127,7 @@ def add_line(
             title=item.title,
             quantity=quantity,
             unit_price=price,
-            price_time=now,
+            price_time=item.read_time or now,
             fulfillment=fulfillment,
             added_by=channel,
             create_time=now,

@@ -82,7 +82,7 @@ def merge(
                 twin.quantity = max(twin.quantity, line.quantity)
             twin.unit_price = price
             twin.title = found.title
-            twin.price_time = now
+            twin.price_time = found.read_time or now
             twin.update_time = now
             outcome.target_line_ids.append(twin.line_id)
         else:
@@ -91,7 +91,7 @@ def merge(
                 line_id=target.new_line_id(),
                 title=found.title,
                 unit_price=price,
-                price_time=now,
+                price_time=found.read_time or now,
                 update_time=now,
             )
             target.lines.append(moved)

@@ -22,6 +22,9 @@ class CatalogItem:
     title: str
     active: bool
     prices: Mapping[str, int] = field(default_factory=dict)
+    # When these facts were read from the catalogue (None: just now). A line's ``price_time`` is
+    # this time, so the snapshot's age counts from the read, not from when it was used.
+    read_time: datetime | None = None
 
     def price_in(self, currency: str) -> int | None:
         return self.prices.get(currency)
@@ -46,14 +49,15 @@ def reprice(cart: Cart, items: Mapping[str, CatalogItem], now: datetime) -> list
         if found is None or not found.active:
             continue
         price = found.price_in(cart.currency)
-        if price is None:
-            continue
+        read = found.read_time or now
+        if price is None or read < line.price_time:
+            continue  # not priced, or older than the snapshot the line already has
         if price != line.unit_price:
             changed.append(line.line_id)
             line.unit_price = price
             line.update_time = now
         line.title = found.title
-        line.price_time = now
+        line.price_time = read
     return changed
 
 
