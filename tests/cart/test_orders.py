@@ -8,6 +8,7 @@ from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni.type.v1 import channel_pb2
+from omni_runtime.testing.services import RunningService
 
 from tests.cart.conftest import ADDRESS, Caller, Catalogue, Events, add, details, pickup, reason, rid
 
@@ -289,3 +290,54 @@ async def test_listing_orders_pages_filters_and_scopes(catalogue: Catalogue, cus
     assert not mine.orders
     agent = staff("agent", channel="call_center")
     assert len((await agent.ListOrders(svc.ListOrdersRequest(parent=name))).orders) == 3
+
+
+async def test_reservations_of_a_checkout_that_died_midway_are_released(
+    catalogue: Catalogue, database_url: str, cart: RunningService
+) -> None:
+    """A process that dies between reserving and committing leaves a journal row; the sweeper
+    (of any replica) releases what that attempt reserved once it cannot still be running."""
+    from omni.inventory.v1 import inventory_service_pb2 as inv
+    from omni.inventory.v1 import resources_pb2 as inv_r
+    from omni_runtime.db.engine import Database
+    from sqlalchemy import text
+
+    item = await catalogue.item(100, stock=5)
+    order_name = f"customers/{rid()[:8]}/orders/{rid().replace('-', '')}"
+    held = await catalogue.api.CreateReservation(
+        inv.CreateReservationRequest(
+            reservation=inv_r.Reservation(
+                lines=[inv_r.ReservationLine(item=item, quantity=2)], owner=order_name
+            ),
+            request_id=rid(),
+        )
+    )
+    assert (await catalogue.level(catalogue.warehouse, item)).reserved == 2
+    db = Database(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with db.transaction() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO checkout_attempts (order_name, customer, started)"
+                    " VALUES (:o, 'crashed', now() - interval '1 hour')"
+                ),
+                {"o": order_name},
+            )
+
+        async def released() -> bool:
+            return (await catalogue.level(catalogue.warehouse, item)).reserved == 0
+
+        from tests.cart.conftest import eventually
+
+        await eventually(released, 10)
+        async with db.transaction() as session:
+            left = (
+                await session.execute(
+                    text("SELECT count(*) FROM checkout_attempts WHERE order_name = :o"), {"o": order_name}
+                )
+            ).scalar()
+        assert left == 0
+    finally:
+        await db.close()
+    answer = await catalogue.api.GetReservation(inv.GetReservationRequest(name=held.name))
+    assert answer.state == inv_r.RESERVATION_STATE_RELEASED
