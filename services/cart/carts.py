@@ -37,7 +37,6 @@ from services.cart.domain.model import (
     MAX_PROMOTION_CODES,
     AppliedCode,
     Cart,
-    ChannelRef,
     Fulfillment,
     Method,
     Reason,
@@ -595,6 +594,3 @@ def require_guest_proof(
             domain=DOMAIN,
             metadata={"source_customer": source, "caller": principal_subject},
         )
-
-
-__all__ = ["CartOps", "ChannelRef", "Prepared", "check_etag", "require_guest_proof", "utcnow"]

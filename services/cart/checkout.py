@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from google.protobuf.message import Message
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni.inventory.v1 import resources_pb2 as inv_r
@@ -83,7 +84,7 @@ class Checkout:
 
     async def checkout(
         self,
-        request: r.Order | object,
+        request: Message,
         *,
         customer: str,
         etag: str,
@@ -109,13 +110,13 @@ class Checkout:
         metrics.CHECKOUTS.labels("completed").inc()
         return order
 
-    async def _recall(self, scope: str, request_id: str, request: object) -> r.Order | None:
+    async def _recall(self, scope: str, request_id: str, request: Message) -> r.Order | None:
         async with self.db.transaction() as session:
-            return await recall(session, scope, request_id, request, r.Order)  # type: ignore[arg-type]
+            return await recall(session, scope, request_id, request, r.Order)
 
     async def _checkout(
         self,
-        request: object,
+        request: Message,
         *,
         customer: str,
         etag: str,
@@ -126,7 +127,7 @@ class Checkout:
         cart_name = f"customers/{customer}/cart"
         scope = f"Checkout:{cart_name}"
         async with self.db.transaction() as session:
-            replay = await recall(session, scope, request_id, request, r.Order)  # type: ignore[arg-type]
+            replay = await recall(session, scope, request_id, request, r.Order)
             current = await store.read_cart(session, customer)
         if replay is not None:
             return replay
@@ -152,7 +153,7 @@ class Checkout:
         try:
             async with self.db.transaction() as session:
                 cart = await store.lock_cart(session, customer)
-                replay = await recall(session, scope, request_id, request, r.Order)  # type: ignore[arg-type]
+                replay = await recall(session, scope, request_id, request, r.Order)
                 if replay is not None:
                     return replay
                 check_etag(cart, etag)
@@ -187,7 +188,7 @@ class Checkout:
                         occur_time=order.create_time,
                     ),
                 )
-                await remember(session, scope, request_id, request, order)  # type: ignore[arg-type]
+                await remember(session, scope, request_id, request, order)
         except asyncio.CancelledError:
             # The caller went away mid-way: release what is known in a task of its own; anything
             # reserved by a call still in flight is found through the journal by the sweeper.
@@ -344,7 +345,7 @@ class Checkout:
 
     async def _build_order(
         self,
-        session: object,
+        session: AsyncSession,
         order_name: str,
         cart: Cart,
         groups: list[tuple[Fulfillment, list[Line]]],
@@ -396,7 +397,7 @@ class Checkout:
         year = now.astimezone(UTC).year
         order = r.Order(
             name=order_name,
-            order_number=await store.next_order_number(session, year),  # type: ignore[arg-type]
+            order_number=await store.next_order_number(session, year),
             lines=order_lines,
             fulfillment_groups=fulfillment_groups,
             promotions=[applied_proto(c, currency) for c in cart.codes if c.applicable],

@@ -12,7 +12,7 @@ import base64
 import builtins
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -472,6 +472,3 @@ def _decode_token(token: str, fingerprint: str) -> tuple[str, str]:
                 )
             ]
         ) from None
-
-
-__all__: Sequence[str] = ["ORDER_PATTERN", "OrderOps"]
