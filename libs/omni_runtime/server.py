@@ -69,6 +69,11 @@ class Runtime:
     public_peers: PeerChannels | None = None
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     consumers: list[EventConsumer] = field(default_factory=list)
+    # Shutdown hooks. before_drain: after health goes NOT_SERVING, before in-flight calls drain
+    # (end long-lived streams, which would otherwise hold the drain for the whole grace period).
+    # after_drain: once no call is in flight, before background loops stop and channels close.
+    before_drain: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    after_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def consume(self, name: str, subjects: list[str], handler: Any, **kw: Any) -> None:
         """Register a durable consumer; started with the server."""
@@ -262,14 +267,23 @@ class ServiceHost:
         self._stopping = True
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        rt = self.runtime
+        for hook in rt.before_drain if rt is not None else ():
+            result = hook()
+            if result is not None:
+                await result
         if self.server is not None:
             await self.server.stop(grace)
+        for after in rt.after_drain if rt is not None else ():
+            try:
+                await asyncio.wait_for(after(), timeout=max(grace, 1.0))
+            except Exception:
+                log.exception("shutdown hook did not finish cleanly")
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        rt = self.runtime
         if rt is not None:
             await rt.peers.close()
             if rt.public_peers is not None and rt.public_peers is not rt.peers:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import grpc
 from omni.cart.v1 import cart_service_pb2_grpc
 from omni_runtime.server import Runtime, ServiceDefinition
@@ -19,24 +16,6 @@ from services.cart.orders import OrderOps
 from services.cart.promotion_admin import PromotionAdmin
 from services.cart.sweeper import Sweeper
 from services.cart.watch import WatchHub
-
-
-def _end_streams_before_drain(server: grpc.aio.Server, hub: WatchHub, checkout: Checkout) -> None:
-    """WatchCart streams never finish on their own, so the server's drain would wait out the
-    whole grace period for them and then cancel them. Ending them first (with OK: the contract
-    lets the server end a stream at any time, and clients resume with ``since_etag``) keeps
-    shutdown as quick as the unary calls in flight allow. After the drain, releases of
-    interrupted checkouts still running get to finish before the peers' channels close."""
-    original = server.stop
-
-    async def stop(grace: float | None) -> None:
-        hub.close()
-        await original(grace)
-        # Whatever does not finish in time is left to the sweeper of any replica (the journal).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(checkout.drain(), timeout=5.0)
-
-    server.stop = stop  # type: ignore[method-assign]
 
 
 async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
@@ -58,7 +37,12 @@ async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     )
     runtime.background.append(hub.run)
     runtime.background.append(sweeper.run)
-    _end_streams_before_drain(server, hub, checkout)
+    # WatchCart streams never finish on their own: end them (with OK; clients resume with
+    # since_etag) before the drain, or it would wait out the whole grace period. After the
+    # drain, releases of interrupted checkouts get to finish before peer channels close;
+    # whatever does not is left to the sweeper of any replica (the checkout journal).
+    runtime.before_drain.append(hub.close)
+    runtime.after_drain.append(checkout.drain)
 
 
 SERVICE = ServiceDefinition(name="cart", grpc_services=["omni.cart.v1.CartService"], register=_register)

@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,19 +113,9 @@ class GatewayConfig:
         )
 
 
-@contextlib.contextmanager
-def call_budget(seconds: float) -> Iterator[None]:
-    """Give the runtime's client interceptor this request's budget.
-
-    ``omni_runtime.clients`` bounds every call by ``deadlines.remaining()``, which outside a
-    server call falls back to 10 s; the gateway is the edge, so it sets the budget itself.
-    The runtime has no public setter for it yet, hence the private variable.
-    """
-    token = deadlines._deadline.set(time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        deadlines._deadline.reset(token)
+def call_budget(seconds: float) -> contextlib.AbstractContextManager[None]:
+    """This request's budget for the runtime's client interceptor (the gateway is the edge)."""
+    return deadlines.budget(seconds)
 
 
 class VerifiedTokens:

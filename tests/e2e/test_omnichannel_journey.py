@@ -29,7 +29,7 @@ import httpx
 import pytest
 from omni_runtime.testing.plugin import Infra
 
-from tests.gateway.platform import Platform, available, live, quiet_cancelled_stream_logs, running_platform
+from tests.gateway.platform import Platform, available, live, running_platform
 
 SERVICES = ("identity", "inventory", "cart")
 pytestmark = pytest.mark.skipif(
@@ -75,9 +75,8 @@ def eur(minor: int) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def platform(omni_infra: Infra) -> AsyncIterator[Platform]:
-    with quiet_cancelled_stream_logs():  # see its docstring: a runtime bug, reported
-        async with running_platform(omni_infra, SERVICES) as running:
-            yield running
+    async with running_platform(omni_infra, SERVICES) as running:
+        yield running
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, str]]:

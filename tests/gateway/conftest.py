@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -28,7 +28,6 @@ from starlette.applications import Starlette
 
 from services.gateway.app import GatewayConfig, create_app
 from services.gateway.routes import Contracts
-from tests.gateway.platform import quiet_cancelled_stream_logs
 
 TICK_PAUSE_SECONDS = 0.2
 
@@ -62,12 +61,6 @@ class Probe:
     service: RunningService
     servicer: SlowTicksProbe
     channel: grpc.aio.Channel
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_crash_on_cancelled_streams() -> Iterator[None]:
-    with quiet_cancelled_stream_logs():
-        yield
 
 
 @pytest.fixture(scope="session")

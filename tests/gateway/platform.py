@@ -14,10 +14,9 @@ import dataclasses
 import importlib
 import importlib.util
 import json
-import logging
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,20 +130,3 @@ async def live(app: Starlette) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
-
-
-@contextlib.contextmanager
-def quiet_cancelled_stream_logs() -> Iterator[None]:
-    """Work around a runtime crash until it is fixed in libs/: the access-log stage calls
-    ``context.peer()`` when a call has ended, and on a server stream the client cancelled
-    (an SSE client going away, or a server stopping under open streams) grpcio 1.85 can
-    segfault there. It only does so when the line is logged, so the suites that close streams
-    keep omni.access silent.
-    """
-    access = logging.getLogger("omni.access")
-    level = access.level
-    access.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        access.setLevel(level)

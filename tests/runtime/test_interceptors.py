@@ -308,3 +308,22 @@ async def test_call_without_deadline_gets_the_default(stub: probe_pb2_grpc.Probe
 async def test_callers_deadline_cancels_a_slow_call(stub: probe_pb2_grpc.ProbeServiceStub) -> None:
     err = await call_error(stub.Sleep(probe_pb2.SleepRequest(seconds=2), timeout=0.2))
     assert err.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_client_cancelling_a_stream_is_logged_without_touching_the_dead_call(
+    stub: probe_pb2_grpc.ProbeServiceStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: reading a cancelled stream's context after the fact crashed grpcio (segfault)."""
+    with caplog.at_level(logging.DEBUG, logger="omni.access"):
+        for _ in range(20):
+            call = stub.Ticks(probe_pb2.TicksRequest(count=1_000_000))
+            async for tick in call:
+                if tick.index == 3:
+                    break
+            call.cancel()
+        # The server is alive and well.
+        assert (await stub.Ping(probe_pb2.PingRequest())).subject == ""
+    cancelled = [
+        r for r in caplog.records if r.name == "omni.access" and getattr(r, "grpc_code", "") == "CANCELLED"
+    ]
+    assert cancelled

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -28,6 +28,16 @@ def remaining(default: float = 10.0) -> float:
     if deadline is None:
         return default
     return max(0.0, deadline - time.monotonic())
+
+
+@contextlib.contextmanager
+def budget(seconds: float) -> Iterator[None]:
+    """Set the call budget outside a server call: the gateway, at the edge, starts every chain here."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 class DeadlineStage(Stage):

@@ -19,9 +19,18 @@ from omni_runtime.interceptors.base import CallInfo, Stage, is_infrastructure, m
 log = logging.getLogger("omni.access")
 
 
+def cancelled(error: BaseException | None) -> bool:
+    """The client went away (or the server is stopping the call): the context must not be read.
+
+    grpcio can crash the process when a cancelled call's context is queried afterwards, so every
+    stage decides from the exception alone in that case.
+    """
+    return isinstance(error, asyncio.CancelledError | GeneratorExit)
+
+
 def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
     """The status a call ended with, as the client will see it."""
-    if isinstance(error, asyncio.CancelledError):
+    if cancelled(error):
         return grpc.StatusCode.CANCELLED
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -117,6 +126,9 @@ class AccessLogStage(Stage):
         self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
     ) -> AsyncIterator[None]:
         start = time.perf_counter()
+        # Read the context while the call is alive; after a cancellation it must not be touched.
+        peer = context.peer()
+        meta = metadata_dict(context)
         error: BaseException | None = None
         try:
             yield
@@ -133,7 +145,6 @@ class AccessLogStage(Stage):
                 else logging.INFO
             )
             if log.isEnabledFor(level):
-                meta = metadata_dict(context)
                 log.log(
                     level,
                     "%s %s",
@@ -143,9 +154,9 @@ class AccessLogStage(Stage):
                         "grpc_method": info.full_method,
                         "grpc_code": code.name,
                         "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                        "peer": context.peer(),
+                        "peer": peer,
                         "channel": meta.get("x-omni-channel", ""),
                         "request_id": meta.get("x-request-id", ""),
-                        "grpc_message": context.details() or "",
+                        "grpc_message": "" if cancelled(error) else (context.details() or ""),
                     },
                 )

@@ -31,6 +31,7 @@ class RunningService:
 
 
 def test_settings(service: str, *, database_url: str, nats_url: str, **overrides: object) -> Settings:
+    """Settings for an in-process service on a free port (no metrics server, short drain)."""
     base = Settings.from_env(service, env={})
     return dataclasses.replace(
         base,
@@ -67,3 +68,6 @@ async def running_service(
     finally:
         await channel.close()
         await host.stop(grace=settings.shutdown_grace_seconds)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test to collect
