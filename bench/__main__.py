@@ -12,8 +12,8 @@ import datetime as dt
 import importlib
 import json
 import os
-import platform
 import pkgutil
+import platform
 import subprocess
 import sys
 import tempfile
@@ -73,7 +73,11 @@ def main() -> int:
     report = {
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "scenarios": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

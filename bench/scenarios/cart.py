@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import Any
 
+from bench.env import BenchEnv
 from omni.cart.v1 import cart_service_pb2 as pb
 from omni.cart.v1 import cart_service_pb2_grpc
 from omni.cart.v1 import resources_pb2 as cart_r
@@ -34,8 +35,6 @@ from omni.probe.v1 import probe_pb2
 from omni.type.v1 import address_pb2, money_pb2
 from omni_runtime.testing.probe import probe_definition
 from omni_runtime.testing.services import running_service
-
-from bench.env import BenchEnv
 from services.cart.main import SERVICE as CART
 from services.inventory.main import SERVICE as INVENTORY
 

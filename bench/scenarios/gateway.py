@@ -18,6 +18,8 @@ import uuid
 from typing import Any
 
 import uvicorn
+
+from bench.env import BenchEnv
 from omni.cart.v1 import cart_service_pb2, cart_service_pb2_grpc
 from omni.cart.v1 import resources_pb2 as cart_resources
 from omni.inventory.v1 import inventory_service_pb2 as inv
@@ -27,8 +29,6 @@ from omni.type.v1 import money_pb2
 from omni_runtime.clients import make_channel
 from omni_runtime.localinfra import free_port
 from omni_runtime.testing.services import running_service
-
-from bench.env import BenchEnv
 
 CONCURRENCIES = (1, 8, 32)
 METHOD = "/omni.cart.v1.CartService/GetCart"

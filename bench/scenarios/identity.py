@@ -19,6 +19,7 @@ import asyncio
 import uuid
 from typing import Any
 
+from bench.env import BenchEnv
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import identity_service_pb2_grpc, resources_pb2
 from omni.probe.v1 import probe_pb2
@@ -26,8 +27,6 @@ from omni_runtime.auth.tokens import issue_token
 from omni_runtime.testing.plugin import bearer
 from omni_runtime.testing.probe import probe_definition
 from omni_runtime.testing.services import running_service
-
-from bench.env import BenchEnv
 from services.identity.keys import KeyRing
 from services.identity.main import SERVICE as IDENTITY
 

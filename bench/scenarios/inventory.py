@@ -24,12 +24,12 @@ import uuid
 from typing import Any
 
 import grpc
+
+from bench.env import ROOT, BenchEnv
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import inventory_service_pb2_grpc
 from omni.inventory.v1 import resources_pb2 as res
 from omni.type.v1 import address_pb2
-
-from bench.env import ROOT, BenchEnv
 
 CONCURRENCIES = (1, 8, 64)
 ITEMS = 20
@@ -164,7 +164,6 @@ async def _hot_level(
 
 async def run(env: BenchEnv) -> dict[str, Any]:
     from omni_runtime.testing.services import running_service
-
     from services.inventory.main import SERVICE as INVENTORY
 
     settings = env.settings("inventory", env.new_database("inventory"))

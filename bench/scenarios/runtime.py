@@ -31,8 +31,9 @@ async def run(env: BenchEnv) -> dict[str, Any]:
         settings = env.settings("probe", env.new_database("runtime"))
         async with running_service(probe_definition(), settings, key_source=env.key_source) as svc:
             for concurrency in CONCURRENCIES:
-                base = await env.load(f"127.0.0.1:{bare_port}", METHOD, request, concurrency=concurrency,
-                                      metadata=metadata)
+                base = await env.load(
+                    f"127.0.0.1:{bare_port}", METHOD, request, concurrency=concurrency, metadata=metadata
+                )
                 full = await env.load(svc.target, METHOD, request, concurrency=concurrency, metadata=metadata)
                 out["levels"].append(
                     {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import cart_service_pb2_grpc as svc_grpc
 from omni.cart.v1 import resources_pb2 as r
@@ -19,7 +20,6 @@ from omni_runtime.context import current_principal
 from omni_runtime.errors import OmniError, PermissionDenied
 from omni_runtime.server import Runtime
 from omni_runtime.validation import Checker
-
 from services.cart.carts import CartOps, require_guest_proof
 from services.cart.checkout import Checkout
 from services.cart.convert import from_ts, fulfillment_from_proto

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime.context import current_channel, current_principal
 from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound, OmniError, PermissionDenied
 from omni_runtime.server import Runtime
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.cart import metrics, store
 from services.cart.config import CartConfig
 from services.cart.convert import cart_proto, channel_proto, channel_ref, ts

@@ -32,6 +32,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni.inventory.v1 import resources_pb2 as inv_r
@@ -39,9 +42,6 @@ from omni.type.v1 import address_pb2
 from omni_runtime.context import current_channel, current_principal
 from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, OmniError
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.cart import metrics, store
 from services.cart.carts import CartOps, check_etag, utcnow
 from services.cart.convert import applied_proto, fulfillment_proto, money, ts

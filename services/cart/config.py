@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from omni_runtime.config import ConfigError, Settings
-
 from services.cart.domain.lines import Limits
 from services.cart.domain.merge import MergeMode
 

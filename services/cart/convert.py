@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from typing import Any, overload
 
 from google.protobuf import timestamp_pb2
+
 from omni.cart.v1 import resources_pb2 as r
 from omni.type.v1 import channel_pb2, money_pb2
 from omni_runtime.context import ChannelInfo
-
 from services.cart.domain.model import AppliedCode, Cart, ChannelRef, Fulfillment, Line, Method
 
 

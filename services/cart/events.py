@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import events_pb2 as identity_events
 from omni.inventory.v1 import events_pb2 as inventory_events
 from omni_runtime import names
 from omni_runtime.context import ChannelInfo, current_channel
 from omni_runtime.events.consumer import Event
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.cart.carts import CartOps
 from services.cart.config import CartConfig
 from services.cart.orders import OrderOps

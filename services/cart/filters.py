@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from omni.type.v1 import channel_pb2
-from omni_runtime.errors import FieldViolation, InvalidArgument
 from sqlalchemy import and_, not_, or_
 from sqlalchemy.sql.elements import ColumnElement
+
+from omni.type.v1 import channel_pb2
+from omni_runtime.errors import FieldViolation, InvalidArgument
 
 CHANNEL_ENUM = channel_pb2.Channel
 _TOKEN = re.compile(

@@ -17,12 +17,12 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
+
 from omni.inventory.v1 import inventory_service_pb2 as inv
 from omni.inventory.v1 import inventory_service_pb2_grpc as inv_grpc
 from omni.inventory.v1 import resources_pb2 as inv_r
 from omni_runtime.clients import PeerChannels
 from omni_runtime.errors import Unavailable, status_of, unpack_details
-
 from services.cart.convert import ts
 from services.cart.domain.pricing import CatalogItem
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
+
 from omni.cart.v1 import cart_service_pb2_grpc
 from omni_runtime.server import Runtime, ServiceDefinition
-
 from services.cart.api import CartServicer
 from services.cart.carts import CartOps
 from services.cart.checkout import Checkout

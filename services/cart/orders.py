@@ -17,6 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.message import Message
+from sqlalchemy import and_, or_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime import names
@@ -25,10 +29,6 @@ from omni_runtime.context import current_channel, current_principal
 from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from omni_runtime.server import Runtime
-from sqlalchemy import and_, or_
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.cart import filters, store
 from services.cart.config import CartConfig
 from services.cart.convert import from_ts, money, ts

@@ -14,15 +14,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import field_mask_pb2
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime import names
 from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from omni_runtime.server import Runtime
 from omni_runtime.validation import Checker
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from services.cart import filters, store
 from services.cart.convert import from_ts, promotion_proto
 from services.cart.domain.promotions import CODE_PATTERN, normalize_code

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from omni.cart.v1 import resources_pb2 as r
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -34,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni.cart.v1 import resources_pb2 as r
 from services.cart.domain import orders as order_rules
 from services.cart.domain.model import AppliedCode, Cart, ChannelRef, Line
 from services.cart.domain.promotions import PromotionRule

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from omni.cart.v1 import events_pb2 as ev
 from omni_runtime.db.engine import Database
 from omni_runtime.events.outbox import Outbox
-
 from services.cart import store
 from services.cart.checkout import Checkout
 from services.cart.config import CartConfig

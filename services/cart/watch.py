@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from nats.js import api
+
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime.events.bus import EventBus, subject_for
-
 from services.cart import metrics
 
 log = logging.getLogger("omni.cart.watch")

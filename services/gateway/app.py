@@ -29,6 +29,12 @@ from typing import Any
 import grpc
 from google.protobuf import message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route as StarletteRoute
+
 from omni_runtime import context as call_context
 from omni_runtime import tracing
 from omni_runtime.auth.jwks_client import identity_jwks_source
@@ -40,12 +46,6 @@ from omni_runtime.errors import FieldViolation, InvalidArgument, OmniError, Unau
 from omni_runtime.interceptors import deadlines
 from omni_runtime.interceptors.auth import bearer_token
 from omni_runtime.interceptors.channel import parse_channel
-from opentelemetry import trace
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route as StarletteRoute
-
 from services.gateway import errors, sse
 from services.gateway.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from services.gateway.openapi import build_openapi

@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
-from omni_runtime.errors import OmniError, status_of
 from starlette.responses import Response
 
+from omni_runtime.errors import OmniError, status_of
 from services.gateway.transcode import dumps
 
 # Imported for its side effect as well: the default pool must know the google.rpc details

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
+
 from omni_runtime import metrics, tracing
 from omni_runtime.auth.jwks_client import identity_jwks_source
 from omni_runtime.clients import PeerChannels
 from omni_runtime.config import SERVICES, ConfigError, Settings
 from omni_runtime.logs import configure_logging
-
 from services.gateway.app import Gateway, create_app
 from services.gateway.routes import Contracts, exposed_services
 

@@ -7,8 +7,9 @@ under deploy/ by tests/deploy.
 
 from __future__ import annotations
 
-from omni_runtime.metrics import LATENCY_BUCKETS
 from prometheus_client import Counter, Histogram
+
+from omni_runtime.metrics import LATENCY_BUCKETS
 
 HTTP_REQUESTS = Counter(
     "omni_gateway_http_requests_total",

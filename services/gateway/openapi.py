@@ -12,9 +12,9 @@ from typing import Any
 
 from google.api import field_behavior_pb2, field_info_pb2
 from google.protobuf import descriptor
+
 from omni_runtime.context import known_channel_names
 from omni_runtime.names import ID_PATTERN
-
 from services.gateway.routes import Contracts, Route, RouteTable
 from services.gateway.transcode import SCALAR_WKT
 

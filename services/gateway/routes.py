@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 from google.api import annotations_pb2, http_pb2, resource_pb2
 from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message, message_factory
+
 from omni.type.v1 import auth_pb2
 from omni_runtime.config import SERVICES
 

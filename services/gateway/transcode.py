@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import descriptor, json_format, message
-from omni_runtime.errors import FieldViolation, InvalidArgument
 
+from omni_runtime.errors import FieldViolation, InvalidArgument
 from services.gateway.routes import Route
 
 # Well-known message types whose JSON form is a single string or scalar, so they fit in a query.

@@ -17,13 +17,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
 from omni.identity.v1 import resources_pb2
 from omni_runtime import names
 from omni_runtime.config import ConfigError
 from omni_runtime.db.engine import Database
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
-
 from services.identity import store
 from services.identity.passwords import Passwords
 

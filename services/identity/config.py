@@ -30,7 +30,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from omni_runtime.config import ConfigError, Settings
-
 from services.identity.domain import LockoutPolicy
 
 

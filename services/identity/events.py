@@ -15,6 +15,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import events_pb2, resources_pb2
 from omni.profile.v1 import events_pb2 as profile_events_pb2
 from omni.profile.v1 import resources_pb2 as profile_resources_pb2
@@ -22,9 +25,6 @@ from omni.type.v1 import channel_pb2
 from omni_runtime.context import ChannelInfo
 from omni_runtime.events.consumer import Event
 from omni_runtime.events.outbox import Outbox
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import store
 
 if TYPE_CHECKING:

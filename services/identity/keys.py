@@ -30,10 +30,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from omni_runtime.auth.tokens import LEEWAY_SECONDS, SigningKey
-from omni_runtime.db.engine import Database
 from sqlalchemy import delete, select, text, update
 
+from omni_runtime.auth.tokens import LEEWAY_SECONDS, SigningKey
+from omni_runtime.db.engine import Database
 from services.identity import store
 
 log = logging.getLogger("omni.identity.keys")

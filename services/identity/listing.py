@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from omni_runtime.errors import FieldViolation, InvalidArgument
 from sqlalchemy import ColumnElement, any_, literal
+
+from omni_runtime.errors import FieldViolation, InvalidArgument
 
 _TOKEN = re.compile(
     r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<op><=|>=|!=|=|<|>|:)|(?P<word>[A-Za-z0-9_.\-+/@*]+)|(?P<bad>\S))"""

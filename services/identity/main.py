@@ -11,11 +11,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import grpc
+
 from omni.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from omni_runtime.auth.keys import KeySource
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.server import Runtime, ServiceDefinition
-
 from services.identity import bootstrap, store
 from services.identity.api import Deps, IdentityServicer
 from services.identity.config import IdentityConfig

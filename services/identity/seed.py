@@ -16,6 +16,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
 from omni.identity.v1 import resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime.config import Settings
@@ -23,9 +26,6 @@ from omni_runtime.context import ChannelInfo
 from omni_runtime.db.engine import Database
 from omni_runtime.events.bus import EventBus
 from omni_runtime.events.outbox import Outbox
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-
 from services.identity import domain, events, store
 from services.identity.config import IdentityConfig
 from services.identity.passwords import Passwords

@@ -17,14 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import events_pb2, resources_pb2
 from omni_runtime.auth.tokens import issue_token
 from omni_runtime.context import ChannelInfo, channel_name
 from omni_runtime.errors import OmniError, Unauthenticated
 from omni_runtime.events.outbox import Outbox
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import domain, metrics, store
 from services.identity.config import IdentityConfig
 from services.identity.events import session_revoked, ts

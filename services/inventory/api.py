@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import inventory_service_pb2_grpc
 from omni.inventory.v1 import resources_pb2 as res
@@ -20,7 +21,6 @@ from omni_runtime.auth.permissions import Scope, current_scope, require_store
 from omni_runtime.context import current_principal
 from omni_runtime.errors import InvalidArgument, PermissionDenied
 from omni_runtime.validation import Checker
-
 from services.inventory import catalogue, ledger, reservations, subscriptions
 from services.inventory.convert import (
     CUSTOMER,

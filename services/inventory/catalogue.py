@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from omni.inventory.v1 import inventory_service_pb2 as svc
-from omni.inventory.v1 import resources_pb2 as res
-from omni_runtime.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
-from omni_runtime.validation import Checker
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni.inventory.v1 import inventory_service_pb2 as svc
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from omni_runtime.validation import Checker
 from services.inventory import convert, store
 from services.inventory.domain import DOMAIN
 from services.inventory.domain import query as q

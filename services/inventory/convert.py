@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
+
 from omni.inventory.v1 import resources_pb2 as res
 from omni.type.v1 import address_pb2, channel_pb2, money_pb2
-
 from services.inventory.domain import hours as hours_rules
 from services.inventory.domain.stock import Quantities
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.inventory.v1 import events_pb2 as ev
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import ChannelInfo
 from omni_runtime.events.outbox import Outbox
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.inventory import convert, metrics, store
 from services.inventory.domain.stock import Quantities, crossings, movement_kind_label
 

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from omni.inventory.v1 import inventory_service_pb2 as svc
-from omni.inventory.v1 import resources_pb2 as res
-from omni_runtime.errors import Aborted, NotFound
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni.inventory.v1 import inventory_service_pb2 as svc
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.errors import Aborted, NotFound
 from services.inventory import convert, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN, geo

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
+
 from omni.inventory.v1 import inventory_service_pb2_grpc
 from omni_runtime.config import ConfigError
 from omni_runtime.server import Runtime, ServiceDefinition
-
 from services.inventory.api import InventoryServicer
 from services.inventory.sweeper import ExpirySweeper
 from services.inventory.txn import Unit

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from omni.inventory.v1 import inventory_service_pb2 as svc
-from omni.inventory.v1 import resources_pb2 as res
-from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
 from sqlalchemy import literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni.inventory.v1 import inventory_service_pb2 as svc
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
 from services.inventory import convert, metrics, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN, allocation, geo

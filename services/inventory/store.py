@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from omni.inventory.v1 import resources_pb2 as res
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -57,6 +56,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
+from omni.inventory.v1 import resources_pb2 as res
 from services.inventory.domain.query import Condition
 
 metadata = MetaData()

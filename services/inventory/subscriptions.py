@@ -16,14 +16,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from omni.inventory.v1 import inventory_service_pb2 as svc
-from omni.inventory.v1 import resources_pb2 as res
-from omni_runtime.context import current_channel
-from omni_runtime.errors import FailedPrecondition, NotFound
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni.inventory.v1 import inventory_service_pb2 as svc
+from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.context import current_channel
+from omni_runtime.errors import FailedPrecondition, NotFound
 from services.inventory import convert, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN

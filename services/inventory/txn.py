@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from omni_runtime.context import ChannelInfo, current_channel, current_principal
-from omni_runtime.db.engine import Database
-from omni_runtime.db.idempotency import recall, remember
-from omni_runtime.events.outbox import Outbox
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni_runtime.context import ChannelInfo, current_channel, current_principal
+from omni_runtime.db.engine import Database
+from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.events.outbox import Outbox
 from services.inventory.events import MovementJournal, count_committed_movements
 
 M = TypeVar("M", bound=Message)

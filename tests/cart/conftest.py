@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import cart_service_pb2_grpc
 from omni.cart.v1 import resources_pb2 as r
@@ -25,7 +26,6 @@ from omni_runtime.config import Settings
 from omni_runtime.errors import status_of, unpack_details
 from omni_runtime.testing.plugin import Infra, bearer
 from omni_runtime.testing.services import RunningService, running_service, test_settings
-
 from services.cart.main import SERVICE as CART
 from services.inventory.main import SERVICE as INVENTORY
 

@@ -7,10 +7,10 @@ import asyncio
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import resources_pb2 as r
 from omni.type.v1 import channel_pb2
-
 from tests.cart.conftest import Caller, Catalogue, add, cart_replica, details, pickup, reason, rid, stub
 
 

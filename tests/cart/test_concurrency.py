@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
+
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import resources_pb2 as r
 from omni.type.v1 import channel_pb2
 from omni_runtime.config import Settings
 from omni_runtime.testing.services import RunningService
-
 from tests.cart.conftest import (
     ADDRESS,
     Caller,

@@ -7,10 +7,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime.errors import FailedPrecondition, InvalidArgument
-
 from services.cart.domain import lines as rules
 from services.cart.domain.merge import MergeMode, merge
 from services.cart.domain.model import Cart, ChannelRef, Fulfillment, Method, Reason, version_of

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
+
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni.type.v1 import channel_pb2
 from omni_runtime.testing.services import RunningService
-
 from tests.cart.conftest import ADDRESS, Caller, Catalogue, Events, add, details, pickup, reason, rid
 
 
@@ -297,10 +297,11 @@ async def test_reservations_of_a_checkout_that_died_midway_are_released(
 ) -> None:
     """A process that dies between reserving and committing leaves a journal row; the sweeper
     (of any replica) releases what that attempt reserved once it cannot still be running."""
+    from sqlalchemy import text
+
     from omni.inventory.v1 import inventory_service_pb2 as inv
     from omni.inventory.v1 import resources_pb2 as inv_r
     from omni_runtime.db.engine import Database
-    from sqlalchemy import text
 
     item = await catalogue.item(100, stock=5)
     order_name = f"customers/{rid()[:8]}/orders/{rid().replace('-', '')}"

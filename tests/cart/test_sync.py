@@ -11,6 +11,7 @@ from collections.abc import Callable
 import grpc
 import nats
 import pytest
+
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
@@ -19,7 +20,6 @@ from omni.type.v1 import channel_pb2
 from omni_runtime.config import Settings
 from omni_runtime.testing.plugin import Infra
 from omni_runtime.testing.services import RunningService
-
 from tests.cart.conftest import (
     ADDRESS,
     Caller,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from omni_runtime.config import Settings
 
 from .helpers import ALL_SERVICES, EXPECTED_CALLS, RELEASE, Release, env_of

@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 import pytest
-from omni_runtime.testing.plugin import Infra
 
+from omni_runtime.testing.plugin import Infra
 from tests.gateway.platform import Platform, available, live, running_platform
 
 SERVICES = ("identity", "inventory", "cart")

@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from starlette.applications import Starlette
+
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 from omni_runtime import errors
 from omni_runtime.auth.keys import StaticKeySource
@@ -24,8 +26,6 @@ from omni_runtime.config import Settings
 from omni_runtime.server import Runtime, ServiceDefinition
 from omni_runtime.testing.probe import SERVICE_NAME, ProbeServicer
 from omni_runtime.testing.services import RunningService, running_service, test_settings
-from starlette.applications import Starlette
-
 from services.gateway.app import GatewayConfig, create_app
 from services.gateway.routes import Contracts
 

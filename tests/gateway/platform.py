@@ -22,13 +22,13 @@ from pathlib import Path
 
 import grpc
 import uvicorn
+from starlette.applications import Starlette
+
 from omni_runtime.clients import PeerChannels
 from omni_runtime.db.engine import Database
 from omni_runtime.localinfra import free_port
 from omni_runtime.testing.plugin import Infra
 from omni_runtime.testing.services import RunningService, running_service, test_settings
-from starlette.applications import Starlette
-
 from services.gateway.app import GatewayConfig, create_app
 from services.gateway.routes import Contracts, exposed_services
 

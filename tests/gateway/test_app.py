@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from omni_runtime.auth.tokens import SigningKey, issue_token
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -15,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
+from omni_runtime.auth.tokens import SigningKey, issue_token
 from services.gateway.errors import HTTP_STATUS
 from tests.gateway.conftest import WEB, auth
 
@@ -292,7 +292,6 @@ async def test_readiness_fails_when_a_backend_is_down_and_while_draining(
 ) -> None:
     from omni_runtime.clients import make_channel
     from omni_runtime.localinfra import free_port
-
     from services.gateway.app import GatewayConfig, create_app
     from tests.gateway.conftest import gateway_settings
 
@@ -325,7 +324,6 @@ async def test_readiness_fails_when_a_backend_is_down_and_while_draining(
 
 async def test_verified_tokens_are_cached_only_until_they_expire(key_source, make_token) -> None:
     from omni_runtime.auth.tokens import TokenVerifier
-
     from services.gateway.app import VerifiedTokens
 
     class Counting(TokenVerifier):

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-from omni_runtime.testing.plugin import Infra
 
+from omni_runtime.testing.plugin import Infra
 from services.gateway.app import GatewayConfig
 from tests.gateway.platform import Platform, available, running_platform
 

@@ -13,10 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from omni_runtime.config import ConfigError
 from omni_runtime.localinfra import free_port
 from omni_runtime.testing import services as in_process
-
 from services.gateway.main import SERVICE, services_to_expose
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import json_format
-from omni_runtime.errors import InvalidArgument
 
+from omni_runtime.errors import InvalidArgument
 from services.gateway.routes import (
     ContractError,
     Contracts,

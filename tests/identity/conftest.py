@@ -15,6 +15,8 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import Message
+from sqlalchemy import select
+
 from omni.identity.v1 import events_pb2, identity_service_pb2_grpc, resources_pb2
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni_runtime.auth.tokens import issue_token
@@ -24,8 +26,6 @@ from omni_runtime.db.schema import outbox
 from omni_runtime.errors import status_of, unpack_details
 from omni_runtime.testing.plugin import bearer
 from omni_runtime.testing.services import RunningService, running_service
-from sqlalchemy import select
-
 from services.identity.keys import KeyRing
 from services.identity.main import SERVICE
 

@@ -10,12 +10,12 @@ from collections.abc import Callable
 import grpc
 import jwt
 import pytest
-from omni.identity.v1 import events_pb2, resources_pb2
-from omni.identity.v1 import identity_service_pb2 as pb
-from omni_runtime.db.engine import Database
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
+from omni.identity.v1 import events_pb2, resources_pb2
+from omni.identity.v1 import identity_service_pb2 as pb
+from omni_runtime.db.engine import Database
 from services.identity import store
 from tests.identity.conftest import (
     PASSWORD,

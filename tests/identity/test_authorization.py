@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
@@ -21,7 +22,6 @@ from omni_runtime.config import Settings
 from omni_runtime.testing.plugin import bearer
 from omni_runtime.testing.probe import probe_definition
 from omni_runtime.testing.services import RunningService, running_service
-
 from tests.identity.conftest import Stub, register
 
 STALE = 'W/"999"'

@@ -12,13 +12,13 @@ import grpc
 import jwt
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime.config import Settings
 from omni_runtime.db.engine import Database
 from omni_runtime.testing.services import RunningService, running_service
-
 from services.identity import bootstrap, seed
 from services.identity.config import IdentityConfig
 from services.identity.main import SERVICE

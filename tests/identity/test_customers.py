@@ -6,11 +6,11 @@ import uuid
 
 import grpc
 from google.protobuf import field_mask_pb2
+
 from omni.identity.v1 import events_pb2, resources_pb2
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni_runtime.db.engine import Database
 from omni_runtime.errors import status_of, unpack_details
-
 from tests.identity.conftest import (
     PASSWORD,
     Stub,

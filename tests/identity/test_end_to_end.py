@@ -13,6 +13,7 @@ import grpc
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+
 from omni.identity.v1 import events_pb2, resources_pb2
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
@@ -25,7 +26,6 @@ from omni_runtime.localinfra import free_port
 from omni_runtime.testing.plugin import bearer
 from omni_runtime.testing.probe import probe_definition
 from omni_runtime.testing.services import RunningService, running_service
-
 from services.identity.keys import KeyRing
 from tests.identity.conftest import PASSWORD, Stub, email, email_key, register
 

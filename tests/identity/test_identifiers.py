@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import grpc
 import pytest
+
 from omni.identity.v1 import events_pb2, resources_pb2
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni_runtime.db.engine import Database
 from omni_runtime.testing.plugin import bearer
-
 from tests.identity.conftest import (
     Stub,
     auth,

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import grpc
 import jwt
+from sqlalchemy import text
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni_runtime.auth.keys import public_key_from_jwk
 from omni_runtime.config import Settings
 from omni_runtime.db.engine import Database
 from omni_runtime.localinfra import free_port
 from omni_runtime.testing.services import running_service
-from sqlalchemy import text
-
 from services.identity.keys import KeyRing, write_new_key
 from services.identity.main import SERVICE
 from tests.identity.conftest import FAST_ARGON2, Stub, auth, expect, register

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import grpc
+
 from omni.identity.v1 import events_pb2, resources_pb2
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni_runtime.db.engine import Database
-
 from tests.identity.conftest import (
     PASSWORD,
     Stub,

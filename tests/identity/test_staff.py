@@ -7,9 +7,9 @@ import uuid
 import grpc
 import jwt
 from google.protobuf import field_mask_pb2
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
-
 from tests.identity.conftest import PASSWORD, Stub, auth, expect, violations
 
 Staff = resources_pb2.StaffMember

@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from sqlalchemy import text
+
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import inventory_service_pb2_grpc
 from omni.inventory.v1 import resources_pb2 as res
@@ -21,8 +23,6 @@ from omni_runtime.db.engine import Database
 from omni_runtime.errors import status_of, unpack_details
 from omni_runtime.testing.plugin import bearer
 from omni_runtime.testing.services import RunningService, running_service
-from sqlalchemy import text
-
 from services.inventory.main import SERVICE
 
 SWEEP_INTERVAL = "0.2"

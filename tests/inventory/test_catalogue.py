@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 from google.protobuf import field_mask_pb2
 from google.type import timeofday_pb2
+
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni.type.v1 import address_pb2, money_pb2
-
 from tests.inventory.conftest import Api, details, reason, rid, rpc_error, uid, violations
 
 # --- items -----------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+
 from omni.inventory.v1 import events_pb2, inventory_service_pb2_grpc
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.db.engine import Database
 from omni_runtime.testing.services import RunningService
-
 from tests.inventory.conftest import Api, details, eventually, ledger_books, outbox_events, reason, rid
 
 CHANNELS = 8

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 from google.type import dayofweek_pb2, timeofday_pb2
+
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.errors import InvalidArgument
-
 from services.inventory.domain import allocation, geo, hours
 from services.inventory.domain import query as q
 from services.inventory.domain.stock import Quantities, crossings

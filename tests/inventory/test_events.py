@@ -7,13 +7,13 @@ from typing import Any
 
 import nats
 from nats.js import api as js_api
+from sqlalchemy import text
+
 from omni.inventory.v1 import events_pb2
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.db.engine import Database
 from omni_runtime.testing.plugin import Infra
-from sqlalchemy import text
-
 from tests.inventory.conftest import Api, eventually
 
 

@@ -8,14 +8,14 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.type import timeofday_pb2
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
 from omni.inventory.v1 import events_pb2
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni.type.v1 import address_pb2
 from omni_runtime.db.engine import Database
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-
 from tests.inventory.conftest import (
     Api,
     details,

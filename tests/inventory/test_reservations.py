@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+
 from omni.inventory.v1 import events_pb2
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni.type.v1 import address_pb2
 from omni_runtime.db.engine import Database
-
 from tests.inventory.conftest import (
     Api,
     details,

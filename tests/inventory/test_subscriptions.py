@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import grpc
+
 from omni.inventory.v1 import events_pb2
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.db.engine import Database
-
 from tests.inventory.conftest import Api, outbox_events, reason, rid, rpc_error, uid, violations
 
 WEB = (("x-omni-channel", "web"),)

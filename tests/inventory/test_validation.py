@@ -6,9 +6,9 @@ from typing import Any
 
 import grpc
 import pytest
+
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
-
 from tests.inventory.conftest import Api, details, rpc_error, violations
 
 CASES: list[tuple[str, Any, set[str]]] = [

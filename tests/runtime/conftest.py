@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+
 from omni.probe.v1 import probe_pb2_grpc
 from omni_runtime.auth.keys import StaticKeySource
 from omni_runtime.config import Settings

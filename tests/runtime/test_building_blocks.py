@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from google.protobuf import field_mask_pb2
+from sqlalchemy.exc import IntegrityError
+
 from omni.probe.v1 import probe_pb2
 from omni_runtime import names
 from omni_runtime.auth.keys import JwksKeySource
@@ -19,7 +21,6 @@ from omni_runtime.db.engine import Database
 from omni_runtime.db.migrate import upgrade_async
 from omni_runtime.errors import InvalidArgument, Unauthenticated
 from omni_runtime.validation import Checker
-from sqlalchemy.exc import IntegrityError
 
 
 def test_settings_local_defaults_and_overrides() -> None:

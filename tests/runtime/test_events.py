@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.probe.v1 import probe_pb2
 from omni_runtime.db.engine import Database
 from omni_runtime.db.migrate import upgrade_async
@@ -17,9 +21,6 @@ from omni_runtime.events.consumer import Event, EventConsumer
 from omni_runtime.events.outbox import Outbox
 from omni_runtime.localinfra import EmbeddedNats, free_port
 from omni_runtime.testing.plugin import Infra
-from prometheus_client import REGISTRY
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +228,9 @@ async def test_failing_handler_is_retried_and_its_partial_work_rolled_back(
 
 
 async def test_trace_context_travels_with_the_event(db: Database, bus: EventBus) -> None:
-    from omni_runtime import tracing
     from opentelemetry import trace
+
+    from omni_runtime import tracing
 
     tracing.configure_tracing("tests", "0")
     seen: list[str] = []

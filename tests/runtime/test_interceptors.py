@@ -9,15 +9,16 @@ from collections.abc import Callable
 import grpc
 import pytest
 from google.rpc import code_pb2
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
+
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 from omni_runtime import tracing
 from omni_runtime.auth.tokens import SigningKey, issue_token
 from omni_runtime.errors import status_of, unpack_details
 from omni_runtime.logs import JsonFormatter
 from omni_runtime.testing.plugin import bearer
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import REGISTRY
 
 SVC = "omni.probe.v1.ProbeService"
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 from omni_runtime.auth.keys import StaticKeySource
 from omni_runtime.config import Settings

@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool
-from omni.type.v1 import auth_pb2
 
+from omni.type.v1 import auth_pb2
 from omni_runtime.auth.permissions import Scope, current_scope, grant
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.context import ANONYMOUS, Principal, current_principal

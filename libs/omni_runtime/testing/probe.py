@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 
+from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 from omni_runtime import errors
 from omni_runtime.context import channel_name, current_channel, current_principal
 from omni_runtime.interceptors.deadlines import remaining

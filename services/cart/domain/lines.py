@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from omni_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-
 from services.cart.domain.model import MAX_LINE_QUANTITY, Cart, ChannelRef, Fulfillment, Line
 from services.cart.domain.pricing import CatalogItem
 

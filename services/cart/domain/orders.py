@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument
-
 from services.cart.domain.model import Fulfillment, Line, Method
 
 DOMAIN = "omni.cart"

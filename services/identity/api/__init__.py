@@ -7,7 +7,6 @@ readable; ``IdentityServicer`` joins them into the generated servicer.
 from __future__ import annotations
 
 from omni.identity.v1 import identity_service_pb2_grpc
-
 from services.identity.api.auth import AuthHandlers
 from services.identity.api.clients import ClientHandlers
 from services.identity.api.common import Deps

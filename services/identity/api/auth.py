@@ -14,6 +14,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni_runtime.context import current_channel, current_principal
@@ -27,9 +30,6 @@ from omni_runtime.errors import (
     Unauthenticated,
 )
 from omni_runtime.validation import Checker
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import domain, events, metrics, store
 from services.identity.api.base import (
     Customer,

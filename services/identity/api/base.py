@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import events_pb2, identity_service_pb2, resources_pb2
 from omni_runtime.context import ChannelInfo, current_channel
 from omni_runtime.errors import (
@@ -20,9 +23,6 @@ from omni_runtime.errors import (
     Unauthenticated,
 )
 from omni_runtime.validation import Checker
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import domain, events, metrics, store
 from services.identity.api import convert
 from services.identity.api.common import DOMAIN, Deps

@@ -7,15 +7,15 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime.context import channel_name
 from omni_runtime.errors import Aborted, NotFound, Unauthenticated
 from omni_runtime.validation import Checker
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import domain, metrics, store
 from services.identity.api import convert
 from services.identity.api.base import HandlerBase, too_many_attempts

@@ -15,15 +15,15 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.context import current_principal
 from omni_runtime.db.engine import Database
 from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import Aborted, OmniError
 from omni_runtime.events.outbox import Outbox
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-
 from services.identity.config import IdentityConfig
 from services.identity.keys import KeyRing
 from services.identity.passwords import Passwords

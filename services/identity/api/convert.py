@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from omni.identity.v1 import resources_pb2
-
 from services.identity import domain
 from services.identity.events import customer_name, identifier_name, ts
 

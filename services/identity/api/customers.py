@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni_runtime.context import current_principal
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
 from omni_runtime.validation import Checker
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import domain, events, store
 from services.identity.api import convert
 from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase

@@ -19,6 +19,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni_runtime.context import current_channel, current_principal
@@ -31,9 +34,6 @@ from omni_runtime.errors import (
     OmniError,
 )
 from omni_runtime.validation import Checker
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import domain, events, store
 from services.identity.api import convert
 from services.identity.api.base import (

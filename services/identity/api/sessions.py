@@ -6,15 +6,15 @@ from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import empty_pb2
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime import names
 from omni_runtime.errors import NotFound
 from omni_runtime.validation import Checker
-from sqlalchemy import case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import store
 from services.identity.api.base import HandlerBase
 from services.identity.api.common import DOMAIN, scope, transact

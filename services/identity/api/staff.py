@@ -6,6 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni_runtime import names
@@ -13,10 +17,6 @@ from omni_runtime.context import current_channel
 from omni_runtime.db.idempotency import recall
 from omni_runtime.errors import Aborted, AlreadyExists, NotFound, OmniError, PermissionDenied
 from omni_runtime.validation import Checker
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from services.identity import domain, metrics, store
 from services.identity.api import convert
 from services.identity.api.base import HandlerBase, invalid_credentials, new_password, too_many_attempts

@@ -11,6 +11,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.type import dayofweek_pb2
+
 from omni.inventory.v1 import resources_pb2 as res
 
 WEEK_MINUTES = 7 * 24 * 60

@@ -30,7 +30,6 @@ from datetime import datetime
 from typing import Any
 
 from omni_runtime.errors import FieldViolation, InvalidArgument
-
 from services.inventory.domain import DOMAIN
 
 

@@ -11,7 +11,6 @@ from collections.abc import Collection
 
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.validation import Checker
-
 from services.inventory.domain import geo, hours
 
 ITEM_FIELDS = ("title", "description", "attributes", "prices", "active")
