@@ -14,14 +14,11 @@ benchmarks build the very same app in-process.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import re
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +38,6 @@ from omni_runtime.auth.jwks_client import identity_jwks_source
 from omni_runtime.auth.keys import KeySource
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.config import ConfigError, Settings
-from omni_runtime.context import Principal
 from omni_runtime.errors import FieldViolation, InvalidArgument, OmniError, Unauthenticated
 from omni_runtime.interceptors import deadlines
 from omni_runtime.interceptors.auth import bearer_token
@@ -118,42 +114,6 @@ def call_budget(seconds: float) -> contextlib.AbstractContextManager[None]:
     return deadlines.budget(seconds)
 
 
-class VerifiedTokens:
-    """Tokens already verified, until they expire: signature checks are most of the gateway's own
-    CPU per request (PyJWT plus Ed25519, ~0.5 ms), and a channel client sends the same token
-    many times. A token is only ever cached after a full verification, and only until its own
-    ``exp``; services verify it again on every call, so nothing is trusted on the cache alone."""
-
-    def __init__(self, verifier: TokenVerifier, max_entries: int = 10_000) -> None:
-        self.verifier = verifier
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
-
-    async def verify(self, token: str) -> Principal:
-        found = self._entries.get(token)
-        if found is not None:
-            principal, expires = found
-            if time.time() < expires:
-                self._entries.move_to_end(token)
-                return principal
-            del self._entries[token]
-        principal = await self.verifier.verify(token)
-        self._entries[token] = (principal, _expiry(token))
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return principal
-
-
-def _expiry(token: str) -> float:
-    """The ``exp`` of a token that has just been verified (so its payload is well formed)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return float(claims["exp"])
-    except (IndexError, KeyError, TypeError, ValueError):
-        return 0.0  # not cacheable: verified again next time
-
-
 def _reject(error: OmniError, **kw: Any) -> errors.GatewayReject:
     return errors.GatewayReject(errors.from_omni_error(error, **kw))
 
@@ -189,7 +149,7 @@ class Gateway:
                     "the gateway verifies tokens with identity's JWKS; it needs identity's target"
                 )
             key_source = identity_jwks_source(identity, ttl=settings.jwks_cache_seconds)
-        self.verifier = VerifiedTokens(TokenVerifier(key_source))
+        self.verifier = TokenVerifier(key_source)  # caches verified tokens until they expire
         self.limiter = RateLimiter(self.config.rate_per_second, self.config.rate_burst)
         self.draining = asyncio.Event()
         self._calls: dict[str, Any] = {}

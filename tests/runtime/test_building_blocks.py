@@ -183,3 +183,30 @@ async def test_concurrent_duplicates_race_on_the_key_and_one_loses(db: Database)
 
     outcomes = await asyncio.gather(*(attempt(i) for i in range(10)))
     assert outcomes.count("won") == 1
+
+
+async def test_verified_tokens_are_remembered_until_they_expire() -> None:
+    key = SigningKey.generate("k")
+    lookups = 0
+
+    class CountingKeys:
+        async def key(self, kid: str):  # type: ignore[no-untyped-def]
+            nonlocal lookups
+            lookups += 1
+            return key.private_key.public_key() if kid == "k" else None
+
+    verifier = TokenVerifier(CountingKeys(), cache_size=2)
+    token = issue_token(key, subject="customers/a", roles=["customer"])
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) == first
+    assert lookups == 1  # the second call never reached the signature check
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(tampered)
+    expired = issue_token(key, subject="customers/b", roles=["customer"], ttl_seconds=60, now=1_000_000)
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="expired"):
+            await verifier.verify(expired)
+    for n in range(3):
+        await verifier.verify(issue_token(key, subject=f"customers/x{n}", roles=["customer"]))
+    assert len(verifier._verified) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -83,12 +84,35 @@ def issue_token(
 
 
 class TokenVerifier:
-    """Checks signature, issuer, audience and expiry; returns the caller as a Principal."""
+    """Checks signature, issuer, audience and expiry; returns the caller as a Principal.
 
-    def __init__(self, keys: KeySource) -> None:
+    Verified tokens are remembered until their own ``exp`` (bounded LRU): a channel client sends
+    the same token on every call, and the signature check is most of the per-call cost of
+    authentication. Only a fully verified token is ever remembered, keyed by the whole token
+    (signature included), so a forged or altered token never hits the cache.
+    """
+
+    def __init__(self, keys: KeySource, *, cache_size: int = 10_000) -> None:
         self._keys = keys
+        self._cache_size = cache_size
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
+        found = self._verified.get(token)
+        if found is not None:
+            principal, expires = found
+            if time.time() < expires + LEEWAY_SECONDS:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal, expires = await self._verify(token)
+        if self._cache_size:
+            self._verified[token] = (principal, expires)
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -116,10 +140,11 @@ class TokenVerifier:
         roles = claims.get("roles") or []
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthenticated("the access token's roles are malformed", reason="TOKEN_INVALID")
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             roles=frozenset(roles),
             store=str(claims.get("store", "")),
             session=str(claims.get("sid", "")),
             token_channel=str(claims.get("ch", "")),
         )
+        return principal, float(claims["exp"])
