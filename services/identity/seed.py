@@ -193,7 +193,8 @@ async def seed_demo(
         f"  customer: grpcurl -plaintext -d '{customer_body}' {target} {svc}/Login",
         f"  staff:    grpcurl -plaintext -d '{staff_body}' {target} {svc}/StaffLogin",
         f"  backend:  grpcurl -plaintext -d '{client_body}' {target} {svc}/IssueServiceToken",
-        f"  over HTTP: curl -s localhost:8080/v1/customers:login -d '{customer_body}'",
+        "  over HTTP: curl -s localhost:8080/v1/customers:login -H 'X-Omni-Channel: web' "
+        f"-d '{customer_body}'",
     ]
     return {
         "password": DEMO_PASSWORD,
