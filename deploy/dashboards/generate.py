@@ -46,6 +46,40 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             "ops",
             [(f"sum by (kind) (rate(omni_identity_tokens_issued_total{{{NS}}}{RATE}))", "{{kind}}")],
         ),
+        (
+            "Registrations by outcome",
+            "ops",
+            [(f"sum by (outcome) (rate(omni_identity_registrations_total{{{NS}}}{RATE}))", "{{outcome}}")],
+        ),
+        (
+            "One-time codes by outcome",
+            "ops",
+            [(f"sum by (outcome) (rate(omni_identity_one_time_codes_total{{{NS}}}{RATE}))", "{{outcome}}")],
+        ),
+        (
+            "Sessions revoked by reason (reuse = possible token theft)",
+            "ops",
+            [
+                (f"sum by (reason) (rate(omni_identity_sessions_revoked_total{{{NS}}}{RATE}))", "{{reason}}"),
+                (f"sum(rate(omni_identity_refresh_token_reuse_total{{{NS}}}{RATE}))", "refresh token reuse"),
+            ],
+        ),
+        (
+            "Argon2id p99 (hash and verify, incl. queueing)",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le, operation) "
+                    f"(rate(omni_identity_password_hash_seconds_bucket{{{NS}}}{RATE})))",
+                    "{{operation}}",
+                )
+            ],
+        ),
+        (
+            "Signing keys published",
+            "short",
+            [(f"max(omni_identity_signing_keys{{{NS}}})", "keys")],
+        ),
     ],
     "cart": [
         (
@@ -96,6 +130,16 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             "Stock movements by kind",
             "ops",
             [(f"sum by (kind) (rate(omni_inventory_stock_movements_total{{{NS}}}{RATE}))", "{{kind}}")],
+        ),
+        (
+            "Reservation re-plans after a lost race",
+            "ops",
+            [(f"sum(rate(omni_inventory_reservation_retries_total{{{NS}}}{RATE}))", "retries")],
+        ),
+        (
+            "Expiry sweeper passes by result",
+            "ops",
+            [(f"sum by (result) (rate(omni_inventory_expiry_sweeps_total{{{NS}}}{RATE}))", "{{result}}")],
         ),
     ],
 }
