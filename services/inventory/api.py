@@ -7,7 +7,6 @@ here is the STORE scope of store associates, which needs the location a request 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -33,7 +32,6 @@ from services.inventory.convert import (
     location_name,
 )
 from services.inventory.domain import DOMAIN, allocation, geo
-from services.inventory.domain import query as q
 from services.inventory.domain.resources import ITEM_FIELDS, LOCATION_FIELDS, check_item, check_location
 from services.inventory.domain.stock import ADJUSTMENTS
 from services.inventory.txn import Unit
@@ -47,7 +45,6 @@ MAX_AVAILABILITY_LOCATIONS = 50
 MAX_NEARBY_RADIUS_M = 200_000
 MAX_NEARBY_LOCATIONS = 50
 LEVEL_SETTINGS = ("safety_stock", "low_stock_threshold")
-_NEWEST_FIRST = [("create_time", True)]
 
 
 def _raise_if_invalid(check: Checker) -> None:
@@ -61,42 +58,6 @@ def _timestamp(stamp: timestamp_pb2.Timestamp) -> datetime:
 
 def _duration(value: duration_pb2.Duration) -> timedelta:
     return value.ToTimedelta()
-
-
-class ListQuery:
-    """The validated paging, filter and order of a List request, with its page token decoded."""
-
-    def __init__(
-        self,
-        check: Checker,
-        request: Any,
-        *,
-        fields: dict[str, q.Field],
-        order_fields: Sequence[str],
-        default_order: list[tuple[str, bool]],
-        prefixes: dict[str, q.Field] | None = None,
-        scope: Sequence[object] = (),
-        key_width: Any = None,
-    ) -> None:
-        self.page_size = check.page_size("page_size", request.page_size)
-        self.conditions: list[q.Condition] = []
-        self.order = default_order
-        self.after: list[Any] | None = None
-        # A token belongs to the parent, filter and order it was issued for (as the caller wrote them).
-        self.fingerprint = q.query_fingerprint(*scope, request.filter, request.order_by)
-        try:
-            self.conditions = q.parse_filter(request.filter, fields, prefixes=prefixes)
-        except InvalidArgument as exc:
-            check.violations.extend(exc.violations)
-        try:
-            self.order = q.parse_order_by(request.order_by, order_fields, default_order)
-        except InvalidArgument as exc:
-            check.violations.extend(exc.violations)
-        try:
-            width = key_width(self.order) if key_width is not None else len(self.order) + 1
-            self.after = q.decode_page_token(request.page_token, self.fingerprint, width)
-        except InvalidArgument as exc:
-            check.violations.extend(exc.violations)
 
 
 def _authorize_reservation(reservation: res.Reservation) -> None:
@@ -120,20 +81,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
 
     async def ListItems(self, request: svc.ListItemsRequest, context: Context) -> svc.ListItemsResponse:
         check = Checker()
-        query = ListQuery(
-            check,
-            request,
-            fields=catalogue.ITEM_FILTER,
-            prefixes=catalogue.ITEM_FILTER_PREFIXES,
-            order_fields=list(catalogue.ITEM_ORDER),
-            default_order=[("name", False)],
-            scope=("items",),
-            key_width=catalogue.item_keys_width,
-        )
+        query = catalogue.ITEMS.parse(request, check, scope=("items",))
         _raise_if_invalid(check)
-        return await catalogue.list_items(
-            self.unit, query.conditions, query.order, query.after, query.page_size, query.fingerprint
-        )
+        return await catalogue.list_items(self.unit, query)
 
     async def CreateItem(self, request: svc.CreateItemRequest, context: Context) -> res.Item:
         check = Checker()
@@ -192,19 +142,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         self, request: svc.ListLocationsRequest, context: Context
     ) -> svc.ListLocationsResponse:
         check = Checker()
-        query = ListQuery(
-            check,
-            request,
-            fields=catalogue.LOCATION_FILTER,
-            order_fields=list(catalogue.LOCATION_ORDER),
-            default_order=[("name", False)],
-            scope=("locations",),
-            key_width=lambda order: len(order) + (0 if any(f == "name" for f, _ in order) else 1),
-        )
+        query = catalogue.LOCATIONS.parse(request, check, scope=("locations",))
         _raise_if_invalid(check)
-        return await catalogue.list_locations(
-            self.unit, query.conditions, query.order, query.after, query.page_size, query.fingerprint
-        )
+        return await catalogue.list_locations(self.unit, query)
 
     async def CreateLocation(self, request: svc.CreateLocationRequest, context: Context) -> res.Location:
         check = Checker()
@@ -243,25 +183,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     ) -> svc.ListStockLevelsResponse:
         check = Checker()
         ids = check.name("parent", request.parent, LOCATION, allow_wildcard=True)
-        query = ListQuery(
-            check,
-            request,
-            fields=ledger.LEVEL_FILTER,
-            order_fields=ledger.LEVEL_ORDER,
-            default_order=[("name", False)],
-            scope=("stockLevels", request.parent),
-            key_width=lambda order: len(ledger.level_keys(order)),
-        )
+        query = ledger.LEVELS.parse(request, check, scope=("stockLevels", request.parent))
         _raise_if_invalid(check)
-        return await ledger.list_stock_levels(
-            self.unit,
-            ids["location"],
-            query.conditions,
-            query.order,
-            query.after,
-            query.page_size,
-            query.fingerprint,
-        )
+        return await ledger.list_stock_levels(self.unit, ids["location"], query)
 
     async def UpdateStockLevel(
         self, request: svc.UpdateStockLevelRequest, context: Context
@@ -327,27 +251,10 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     ) -> svc.ListStockMovementsResponse:
         check = Checker()
         ids = check.name("parent", request.parent, STOCK_LEVEL, allow_wildcard=True)
-        query = ListQuery(
-            check,
-            request,
-            fields=ledger.MOVEMENT_FILTER,
-            order_fields=["create_time"],
-            default_order=_NEWEST_FIRST,
-            scope=("stockMovements", request.parent),
-            key_width=lambda _order: 2,
-        )
+        query = ledger.MOVEMENTS.parse(request, check, scope=("stockMovements", request.parent))
         _raise_if_invalid(check)
         require_store(location_name(ids["location"]))
-        return await ledger.list_stock_movements(
-            self.unit,
-            ids["location"],
-            ids["item"],
-            query.conditions,
-            query.order[0][1],
-            query.after,
-            query.page_size,
-            query.fingerprint,
-        )
+        return await ledger.list_stock_movements(self.unit, ids["location"], ids["item"], query)
 
     # --- availability --------------------------------------------------------------------------
 
@@ -498,15 +405,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         self, request: svc.ListReservationsRequest, context: Context
     ) -> svc.ListReservationsResponse:
         check = Checker()
-        query = ListQuery(
-            check,
-            request,
-            fields=reservations.RESERVATION_FILTER,
-            order_fields=list(reservations.RESERVATION_ORDER),
-            default_order=_NEWEST_FIRST,
-            scope=("reservations",),
-            key_width=lambda order: len(order) + 1,
-        )
+        query = reservations.RESERVATIONS.parse(request, check, scope=("reservations",))
         _raise_if_invalid(check)
         at_location = None
         if current_scope.get() is Scope.STORE:
@@ -516,15 +415,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
                     "this store associate has no store", reason="STORE_SCOPE", domain=DOMAIN
                 )
             at_location = store.removeprefix("locations/")
-        return await reservations.list_reservations(
-            self.unit,
-            query.conditions,
-            query.order,
-            query.after,
-            query.page_size,
-            query.fingerprint,
-            at_location=at_location,
-        )
+        return await reservations.list_reservations(self.unit, query, at_location=at_location)
 
     async def ExtendReservation(
         self, request: svc.ExtendReservationRequest, context: Context
@@ -604,25 +495,11 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     ) -> svc.ListStockSubscriptionsResponse:
         check = Checker()
         check.optional_name("customer", request.customer, CUSTOMER)
-        query = ListQuery(
-            check,
-            request,
-            fields=subscriptions.SUBSCRIPTION_FILTER,
-            order_fields=["create_time"],
-            default_order=_NEWEST_FIRST,
-            scope=("stockSubscriptions", request.customer),
-            key_width=lambda _order: 2,
+        query = subscriptions.SUBSCRIPTIONS.parse(
+            request, check, scope=("stockSubscriptions", request.customer)
         )
         _raise_if_invalid(check)
-        return await subscriptions.list_(
-            self.unit,
-            request.customer,
-            query.conditions,
-            query.order[0][1],
-            query.after,
-            query.page_size,
-            query.fingerprint,
-        )
+        return await subscriptions.list_(self.unit, request.customer, query)
 
     async def DeleteStockSubscription(
         self, request: svc.DeleteStockSubscriptionRequest, context: Context

@@ -11,62 +11,63 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name, compare
 from omni_runtime.validation import Checker
 from services.inventory import convert, store
 from services.inventory.domain import DOMAIN
-from services.inventory.domain import query as q
 from services.inventory.domain.resources import ITEM_FIELDS, LOCATION_FIELDS, check_item, check_location
 from services.inventory.txn import Unit, utcnow
 
 # --- list query definitions ------------------------------------------------------------------
 
-ITEM_FILTER = {
-    "name": q.Field(q.Kind.STRING),
-    "title": q.Field(q.Kind.STRING),
-    "active": q.Field(q.Kind.BOOL),
-    "update_time": q.Field(q.Kind.TIMESTAMP),
-}
-ITEM_FILTER_PREFIXES = {"attributes.": q.Field(q.Kind.STRING)}
-ITEM_ORDER = {
-    "name": store.items.c.sku,
-    "title": store.items.c.title,
-    "update_time": store.items.c.update_time,
-}
-_ITEM_SQL: dict[str, store.Compiler] = {
-    "name": store.name_compiler(store.items.c.sku, "items/"),
-    "title": store.column_compiler(store.items.c.title),
-    "active": store.column_compiler(store.items.c.active),
-    "update_time": store.column_compiler(store.items.c.update_time),
-}
-
-LOCATION_FILTER = {
-    "type": q.Field(q.Kind.ENUM, res.LocationType),
-    "ship_from": q.Field(q.Kind.BOOL),
-    "pickup_enabled": q.Field(q.Kind.BOOL),
-    "display_name": q.Field(q.Kind.STRING),
-    "address.region_code": q.Field(q.Kind.STRING),
-    "address.locality": q.Field(q.Kind.STRING),
-}
-LOCATION_ORDER = {
-    "name": store.locations.c.id,
-    "display_name": store.locations.c.display_name,
-    "allocation_priority": store.locations.c.allocation_priority,
-}
-_LOCATION_SQL: dict[str, store.Compiler] = {
-    "type": store.column_compiler(store.locations.c.type),
-    "ship_from": store.column_compiler(store.locations.c.ship_from),
-    "pickup_enabled": store.column_compiler(store.locations.c.pickup_enabled),
-    "display_name": store.column_compiler(store.locations.c.display_name),
-    "address.region_code": store.column_compiler(store.locations.c.address["region_code"].astext),
-    "address.locality": store.column_compiler(store.locations.c.address["locality"].astext),
-}
+ITEMS = Listing(
+    fields={
+        "name": Field(Kind.STRING, sql=by_name(store.items.c.sku, "items/")),
+        "title": Field(Kind.STRING, sql=store.items.c.title),
+        "active": Field(Kind.BOOL, sql=store.items.c.active),
+        "update_time": Field(Kind.TIMESTAMP, sql=store.items.c.update_time),
+    },
+    prefixes={
+        "attributes.": Field(
+            Kind.STRING, sql=lambda c: compare(store.items.c.attributes[c.key].astext, c.op, c.value)
+        )
+    },
+    order_by={
+        "name": store.items.c.sku,
+        "title": store.items.c.title,
+        "update_time": store.items.c.update_time,
+    },
+    default_order="name",
+    tiebreak=[store.items.c.sku],
+    unique={"name"},
+    domain=DOMAIN,
+)
+LOCATIONS = Listing(
+    fields={
+        "type": Field(Kind.ENUM, res.LocationType, sql=store.locations.c.type),
+        "ship_from": Field(Kind.BOOL, sql=store.locations.c.ship_from),
+        "pickup_enabled": Field(Kind.BOOL, sql=store.locations.c.pickup_enabled),
+        "display_name": Field(Kind.STRING, sql=store.locations.c.display_name),
+        "address.region_code": Field(Kind.STRING, sql=store.locations.c.address["region_code"].astext),
+        "address.locality": Field(Kind.STRING, sql=store.locations.c.address["locality"].astext),
+    },
+    order_by={
+        "name": store.locations.c.id,
+        "display_name": store.locations.c.display_name,
+        "allocation_priority": store.locations.c.allocation_priority,
+    },
+    default_order="name",
+    tiebreak=[store.locations.c.id],
+    unique={"name"},
+    domain=DOMAIN,
+)
 
 
 def _stale(current_version: int | None, given: str) -> bool:
@@ -232,34 +233,13 @@ async def batch_upsert_items(
     return response
 
 
-async def list_items(
-    unit: Unit,
-    conditions: list[q.Condition],
-    order: list[tuple[str, bool]],
-    after: list[Any] | None,
-    page_size: int,
-    fingerprint: str,
-) -> svc.ListItemsResponse:
-    def attribute(cond: q.Condition) -> Any:
-        key = cond.field.removeprefix("attributes.")
-        return store.compare(store.items.c.attributes[key].astext, cond.op, cond.value)
-
-    conds = store.where(conditions, _ITEM_SQL, attribute)
-    keys = [(ITEM_ORDER[f], desc) for f, desc in order]
-    if not any(f == "name" for f, _ in order):
-        keys.append((store.items.c.sku, False))
+async def list_items(unit: Unit, query: ListQuery) -> svc.ListItemsResponse:
     async with unit.tx() as session:
-        rows = await store.page(session, select(store.items).where(*conds), keys, after, page_size)
-        total = await session.scalar(select(func.count()).select_from(store.items).where(*conds))
-    response = svc.ListItemsResponse(items=[convert.item(r) for r in rows[:page_size]], total_size=total or 0)
-    if len(rows) > page_size:
-        last = rows[page_size - 1]
-        response.next_page_token = q.encode_page_token([last._mapping[c.key] for c, _ in keys], fingerprint)
-    return response
-
-
-def item_keys_width(order: list[tuple[str, bool]]) -> int:
-    return len(order) + (0 if any(f == "name" for f, _ in order) else 1)
+        rows, token = await query.page(session, select(store.items))
+        total = await query.count(session, store.items)
+    return svc.ListItemsResponse(
+        items=[convert.item(r) for r in rows], total_size=total, next_page_token=token
+    )
 
 
 # --- locations -------------------------------------------------------------------------------
@@ -387,28 +367,13 @@ async def update_location(
     return loc
 
 
-async def list_locations(
-    unit: Unit,
-    conditions: list[q.Condition],
-    order: list[tuple[str, bool]],
-    after: list[Any] | None,
-    page_size: int,
-    fingerprint: str,
-) -> svc.ListLocationsResponse:
-    conds = store.where(conditions, _LOCATION_SQL)
-    keys = [(LOCATION_ORDER[f], desc) for f, desc in order]
-    if not any(f == "name" for f, _ in order):
-        keys.append((store.locations.c.id, False))
+async def list_locations(unit: Unit, query: ListQuery) -> svc.ListLocationsResponse:
     async with unit.tx() as session:
-        rows = await store.page(session, select(store.locations).where(*conds), keys, after, page_size)
-        total = await session.scalar(select(func.count()).select_from(store.locations).where(*conds))
-    response = svc.ListLocationsResponse(
-        locations=[convert.location(r) for r in rows[:page_size]], total_size=total or 0
+        rows, token = await query.page(session, select(store.locations))
+        total = await query.count(session, store.locations)
+    return svc.ListLocationsResponse(
+        locations=[convert.location(r) for r in rows], total_size=total, next_page_token=token
     )
-    if len(rows) > page_size:
-        last = rows[page_size - 1]
-        response.next_page_token = q.encode_page_token([last._mapping[c.key] for c, _ in keys], fingerprint)
-    return response
 
 
 async def existing(

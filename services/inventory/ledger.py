@@ -18,51 +18,49 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.errors import Aborted, NotFound
+from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name
 from services.inventory import convert, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN, geo
-from services.inventory.domain import query as q
 from services.inventory.domain.stock import AdjustmentRule, Quantities
 from services.inventory.txn import Unit, utcnow
 
-LEVEL_FILTER = {
-    "item": q.Field(q.Kind.STRING),
-    "location": q.Field(q.Kind.STRING),
-    "on_hand": q.Field(q.Kind.INT),
-    "reserved": q.Field(q.Kind.INT),
-    "available": q.Field(q.Kind.INT),
-    "status": q.Field(q.Kind.ENUM, res.StockStatus),
-}
-_LEVEL_SQL: dict[str, store.Compiler] = {
-    "item": store.name_compiler(store.stock_levels.c.item_sku, "items/"),
-    "location": store.name_compiler(store.stock_levels.c.location_id, "locations/"),
-    "on_hand": store.column_compiler(store.stock_levels.c.on_hand),
-    "reserved": store.column_compiler(store.stock_levels.c.reserved),
-    "available": store.column_compiler(store.AVAILABLE),
-    "status": store.column_compiler(store.STATUS),
-}
-LEVEL_ORDER = ("name", "available", "on_hand", "update_time")
-_LEVEL_KEYS: dict[str, list[tuple[Any, str]]] = {
-    "name": [(store.stock_levels.c.location_id, "location_id"), (store.stock_levels.c.item_sku, "item_sku")],
-    "available": [(store.AVAILABLE, "available")],
-    "on_hand": [(store.stock_levels.c.on_hand, "on_hand")],
-    "update_time": [(store.stock_levels.c.update_time, "update_time")],
-}
-
-MOVEMENT_FILTER = {
-    "kind": q.Field(q.Kind.ENUM, res.MovementKind),
-    "create_time": q.Field(q.Kind.TIMESTAMP),
-    "reservation": q.Field(q.Kind.STRING),
-    "reference": q.Field(q.Kind.STRING),
-    "request_id": q.Field(q.Kind.STRING),
-}
-_MOVEMENT_SQL: dict[str, store.Compiler] = {
-    "kind": store.column_compiler(store.stock_movements.c.kind),
-    "create_time": store.column_compiler(store.stock_movements.c.create_time),
-    "reservation": store.name_compiler(store.stock_movements.c.reservation_id, "reservations/"),
-    "reference": store.column_compiler(store.stock_movements.c.reference),
-    "request_id": store.column_compiler(store.stock_movements.c.request_id),
-}
+_LEVEL_NAME = (store.stock_levels.c.location_id, store.stock_levels.c.item_sku)
+LEVELS = Listing(
+    fields={
+        "item": Field(Kind.STRING, sql=by_name(store.stock_levels.c.item_sku, "items/")),
+        "location": Field(Kind.STRING, sql=by_name(store.stock_levels.c.location_id, "locations/")),
+        "on_hand": Field(Kind.INT, sql=store.stock_levels.c.on_hand),
+        "reserved": Field(Kind.INT, sql=store.stock_levels.c.reserved),
+        "available": Field(Kind.INT, sql=store.AVAILABLE),
+        "status": Field(Kind.ENUM, res.StockStatus, sql=store.STATUS),
+    },
+    order_by={
+        "name": _LEVEL_NAME,
+        "available": store.AVAILABLE,
+        "on_hand": store.stock_levels.c.on_hand,
+        "update_time": store.stock_levels.c.update_time,
+    },
+    default_order="name",
+    tiebreak=_LEVEL_NAME,
+    unique={"name"},
+    domain=DOMAIN,
+)
+MOVEMENTS = Listing(
+    fields={
+        "kind": Field(Kind.ENUM, res.MovementKind, sql=store.stock_movements.c.kind),
+        "create_time": Field(Kind.TIMESTAMP, sql=store.stock_movements.c.create_time),
+        "reservation": Field(
+            Kind.STRING, sql=by_name(store.stock_movements.c.reservation_id, "reservations/")
+        ),
+        "reference": Field(Kind.STRING, sql=store.stock_movements.c.reference),
+        "request_id": Field(Kind.STRING, sql=store.stock_movements.c.request_id),
+    },
+    order_by={"create_time": store.stock_movements.c.create_time},
+    default_order="create_time desc",
+    tiebreak=[store.stock_movements.c.seq],
+    domain=DOMAIN,
+)
 
 
 def _stale_level(current: store.AnyRow | None) -> Aborted:
@@ -83,41 +81,17 @@ async def get_stock_level(unit: Unit, location_id: str, sku: str) -> res.StockLe
     return convert.stock_level(location_id, sku, row)
 
 
-def level_keys(order: list[tuple[str, bool]]) -> list[tuple[Any, bool, str]]:
-    """Sort keys (expression, descending, row attribute), ending with the unique name."""
-    keys: list[tuple[Any, bool, str]] = []
-    for f, desc in order:
-        keys += [(expr, desc, attr) for expr, attr in _LEVEL_KEYS[f]]
-    if not any(f == "name" for f, _ in order):
-        keys += [(expr, False, attr) for expr, attr in _LEVEL_KEYS["name"]]
-    return keys
-
-
-async def list_stock_levels(
-    unit: Unit,
-    location_id: str,
-    conditions: list[q.Condition],
-    order: list[tuple[str, bool]],
-    after: list[Any] | None,
-    page_size: int,
-    fingerprint: str,
-) -> svc.ListStockLevelsResponse:
-    conds = store.where(conditions, _LEVEL_SQL)
+async def list_stock_levels(unit: Unit, location_id: str, query: ListQuery) -> svc.ListStockLevelsResponse:
+    statement = select(*store.stock_levels.c, store.AVAILABLE.label("available"))
     if location_id != "-":
-        conds.append(store.stock_levels.c.location_id == location_id)
-    keys = level_keys(order)
-    query = select(*store.stock_levels.c, store.AVAILABLE.label("available")).where(*conds)
+        statement = statement.where(store.stock_levels.c.location_id == location_id)
     async with unit.tx() as session:
         if location_id != "-":
             require_found([], [location_id], await existing(session, [], [location_id]))
-        rows = await store.page(session, query, [(e, d) for e, d, _ in keys], after, page_size)
-    response = svc.ListStockLevelsResponse(
-        stock_levels=[convert.stock_level(r.location_id, r.item_sku, r) for r in rows[:page_size]]
+        rows, token = await query.page(session, statement)
+    return svc.ListStockLevelsResponse(
+        stock_levels=[convert.stock_level(r.location_id, r.item_sku, r) for r in rows], next_page_token=token
     )
-    if len(rows) > page_size:
-        last = rows[page_size - 1]
-        response.next_page_token = q.encode_page_token([getattr(last, a) for _, _, a in keys], fingerprint)
-    return response
 
 
 async def update_stock_level(
@@ -195,34 +169,24 @@ async def get_stock_movement(unit: Unit, location_id: str, sku: str, movement_id
 
 
 async def list_stock_movements(
-    unit: Unit,
-    location_id: str,
-    sku: str,
-    conditions: list[q.Condition],
-    descending: bool,
-    after: list[Any] | None,
-    page_size: int,
-    fingerprint: str,
+    unit: Unit, location_id: str, sku: str, query: ListQuery
 ) -> svc.ListStockMovementsResponse:
     m = store.stock_movements
-    conds = store.where(conditions, _MOVEMENT_SQL)
+    statement = select(m)
     if location_id != "-":
-        conds.append(m.c.location_id == location_id)
+        statement = statement.where(m.c.location_id == location_id)
     if sku != "-":
-        conds.append(m.c.item_sku == sku)
-    keys = [(m.c.create_time, descending), (m.c.seq, descending)]
+        statement = statement.where(m.c.item_sku == sku)
     async with unit.tx() as session:
         require_found(
             [sku] if sku != "-" else [],
             [location_id] if location_id != "-" else [],
             await existing(session, [sku] if sku != "-" else [], [location_id] if location_id != "-" else []),
         )
-        rows = await store.page(session, select(m).where(*conds), keys, after, page_size)
-    response = svc.ListStockMovementsResponse(stock_movements=[convert.movement(r) for r in rows[:page_size]])
-    if len(rows) > page_size:
-        last = rows[page_size - 1]
-        response.next_page_token = q.encode_page_token([last.create_time, last.seq], fingerprint)
-    return response
+        rows, token = await query.page(session, statement)
+    return svc.ListStockMovementsResponse(
+        stock_movements=[convert.movement(r) for r in rows], next_page_token=token
+    )
 
 
 # --- availability ----------------------------------------------------------------------------

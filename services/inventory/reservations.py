@@ -32,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
+from omni_runtime.listing import Compiler, Condition, Field, Kind, Listing, ListQuery
 from services.inventory import convert, metrics, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN, allocation, geo
-from services.inventory.domain import query as q
 from services.inventory.events import MovementJournal, reservation_event
 from services.inventory.txn import Unit, system_channel, utcnow
 
@@ -51,28 +51,15 @@ COMMITTED = res.RESERVATION_STATE_COMMITTED
 RELEASED = res.RESERVATION_STATE_RELEASED
 EXPIRED = res.RESERVATION_STATE_EXPIRED
 
-RESERVATION_FILTER = {
-    "state": q.Field(q.Kind.ENUM, res.ReservationState),
-    "owner": q.Field(q.Kind.STRING),
-    "expire_time": q.Field(q.Kind.TIMESTAMP),
-    "create_time": q.Field(q.Kind.TIMESTAMP),
-    "lines.item": q.Field(q.Kind.STRING),
-    "lines.allocations.location": q.Field(q.Kind.STRING),
-}
-RESERVATION_ORDER = {
-    "create_time": store.reservations.c.create_time,
-    "expire_time": store.reservations.c.expire_time,
-}
 
-
-def _allocated(column: Any, prefix: str) -> store.Compiler:
+def _allocated(column: Any, prefix: str) -> Compiler:
     """``lines.item = "items/A"``: some allocation of the reservation matches (``!=``: none does)."""
     alloc = store.reservation_allocations
 
-    def compile_(op: str, value: Any) -> Any:
-        text_value = str(value)
+    def compile_(cond: Condition) -> Any:
+        text_value = str(cond.value)
         if not text_value.startswith(prefix):
-            return literal(op == "!=")
+            return literal(cond.op == "!=")
         found = (
             select(literal(1))
             .where(
@@ -80,19 +67,29 @@ def _allocated(column: Any, prefix: str) -> store.Compiler:
             )
             .exists()
         )
-        return found if op == "=" else ~found
+        return found if cond.op == "=" else ~found
 
     return compile_
 
 
-_RESERVATION_SQL: dict[str, store.Compiler] = {
-    "state": store.column_compiler(store.reservations.c.state),
-    "owner": store.column_compiler(store.reservations.c.owner),
-    "expire_time": store.column_compiler(store.reservations.c.expire_time),
-    "create_time": store.column_compiler(store.reservations.c.create_time),
-    "lines.item": _allocated(store.reservation_allocations.c.item_sku, "items/"),
-    "lines.allocations.location": _allocated(store.reservation_allocations.c.location_id, "locations/"),
-}
+_AT_LOCATION = _allocated(store.reservation_allocations.c.location_id, "locations/")
+RESERVATIONS = Listing(
+    fields={
+        "state": Field(Kind.ENUM, res.ReservationState, sql=store.reservations.c.state),
+        "owner": Field(Kind.STRING, sql=store.reservations.c.owner),
+        "expire_time": Field(Kind.TIMESTAMP, sql=store.reservations.c.expire_time),
+        "create_time": Field(Kind.TIMESTAMP, sql=store.reservations.c.create_time),
+        "lines.item": Field(Kind.STRING, sql=_allocated(store.reservation_allocations.c.item_sku, "items/")),
+        "lines.allocations.location": Field(Kind.STRING, sql=_AT_LOCATION),
+    },
+    order_by={
+        "create_time": store.reservations.c.create_time,
+        "expire_time": store.reservations.c.expire_time,
+    },
+    default_order="create_time desc",
+    tiebreak=[store.reservations.c.id],
+    domain=DOMAIN,
+)
 
 
 @dataclass(frozen=True)
@@ -318,30 +315,17 @@ async def get_reservation(unit: Unit, reservation_id: str) -> res.Reservation:
 
 
 async def list_reservations(
-    unit: Unit,
-    conditions: list[q.Condition],
-    order: list[tuple[str, bool]],
-    after: list[Any] | None,
-    page_size: int,
-    fingerprint: str,
-    *,
-    at_location: str | None = None,
+    unit: Unit, query: ListQuery, *, at_location: str | None = None
 ) -> svc.ListReservationsResponse:
-    r = store.reservations
-    conds = store.where(conditions, _RESERVATION_SQL)
+    statement = select(store.reservations)
     if at_location is not None:  # a store associate sees the reservations of their store
-        conds.append(_RESERVATION_SQL["lines.allocations.location"]("=", convert.location_name(at_location)))
-    keys = [(RESERVATION_ORDER[f], desc) for f, desc in order]
-    keys.append((r.c.id, order[-1][1]))
+        location = convert.location_name(at_location)
+        statement = statement.where(_AT_LOCATION(Condition("lines.allocations.location", "=", location)))
     async with unit.tx() as session:
-        rows = await store.page(session, select(r).where(*conds), keys, after, page_size)
-    response = svc.ListReservationsResponse(
-        reservations=[convert.reservation(row) for row in rows[:page_size]]
+        rows, token = await query.page(session, statement)
+    return svc.ListReservationsResponse(
+        reservations=[convert.reservation(row) for row in rows], next_page_token=token
     )
-    if len(rows) > page_size:
-        last = rows[page_size - 1]
-        response.next_page_token = q.encode_page_token([last._mapping[c.key] for c, _ in keys], fingerprint)
-    return response
 
 
 # --- lifecycle -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tables of the inventory service (its own MetaData), the ledger's SQL and shared query helpers.
+"""Tables of the inventory service (its own MetaData) and the ledger's SQL.
 
 Plain lookups and CRUD statements live next to their use case (catalogue, reservations, …);
 the statements that carry the ledger's guarantees live here, in one place to review.
@@ -21,7 +21,7 @@ The ledger's invariants live in the schema as much as in code:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -45,7 +45,6 @@ from sqlalchemy import (
     case,
     false,
     func,
-    literal,
     or_,
     select,
     text,
@@ -54,10 +53,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import ColumnElement
 
 from omni.inventory.v1 import resources_pb2 as res
-from services.inventory.domain.query import Condition
 
 metadata = MetaData()
 
@@ -208,91 +205,6 @@ Index(
     stock_subscriptions.c.item_sku,
     postgresql_where=stock_subscriptions.c.state == res.STOCK_SUBSCRIPTION_STATE_ACTIVE,
 )
-
-# ---------------------------------------------------------------------------------------------
-# Shared query helpers
-# ---------------------------------------------------------------------------------------------
-
-Compiler = Callable[[str, Any], ColumnElement[bool]]
-
-
-def compare(expr: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool]:
-    """``expr <op> value`` for the filter operators."""
-    result: ColumnElement[bool]
-    if op == "=":
-        result = expr == value
-    elif op == "!=":
-        result = expr != value
-    elif op == "<":
-        result = expr < value
-    elif op == "<=":
-        result = expr <= value
-    elif op == ">":
-        result = expr > value
-    else:
-        result = expr >= value
-    return result
-
-
-def column_compiler(expr: ColumnElement[Any]) -> Compiler:
-    return lambda op, value: compare(expr, op, value)
-
-
-def name_compiler(expr: ColumnElement[Any], prefix: str) -> Compiler:
-    """A filter on a resource name stored as its bare id (``items/A`` ↔ ``A``)."""
-
-    def compile_(op: str, value: Any) -> ColumnElement[bool]:
-        text_value = str(value)
-        if not text_value.startswith(prefix):
-            # A name of another collection equals nothing (and differs from everything).
-            return literal(op == "!=")
-        return compare(expr, op, text_value.removeprefix(prefix))
-
-    return compile_
-
-
-def where(
-    conditions: Sequence[Condition],
-    compilers: Mapping[str, Compiler],
-    prefixed: Callable[[Condition], ColumnElement[bool]] | None = None,
-) -> list[ColumnElement[bool]]:
-    """SQL conditions for parsed filter conditions (fields already validated by the parser)."""
-    out: list[ColumnElement[bool]] = []
-    for cond in conditions:
-        compiler = compilers.get(cond.field)
-        if compiler is not None:
-            out.append(compiler(cond.op, cond.value))
-        elif prefixed is not None:
-            out.append(prefixed(cond))
-    return out
-
-
-def after_key(order: Sequence[tuple[ColumnElement[Any], bool]], key: Sequence[Any]) -> ColumnElement[bool]:
-    """Keyset condition "strictly after ``key``" for a mixed-direction sort order."""
-    clauses: list[ColumnElement[bool]] = []
-    for i, (expr, desc) in enumerate(order):
-        equal = [prev == key[j] for j, (prev, _) in enumerate(order[:i])]
-        clauses.append(and_(*equal, expr < key[i] if desc else expr > key[i]))
-    return or_(*clauses)
-
-
-def order_clauses(order: Sequence[tuple[ColumnElement[Any], bool]]) -> list[ColumnElement[Any]]:
-    return [expr.desc() if desc else expr.asc() for expr, desc in order]
-
-
-async def page(
-    session: AsyncSession,
-    query: Any,
-    order: Sequence[tuple[ColumnElement[Any], bool]],
-    after: Sequence[Any] | None,
-    limit: int,
-) -> list[AnyRow]:
-    """One page of ``query`` in ``order`` after the keyset ``after``; fetches one extra row."""
-    if after is not None:
-        query = query.where(after_key(order, after))
-    query = query.order_by(*order_clauses(order)).limit(limit + 1)
-    return list((await session.execute(query)).all())
-
 
 # ---------------------------------------------------------------------------------------------
 # Stock level expressions

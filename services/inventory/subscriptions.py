@@ -14,7 +14,6 @@ PERMISSION_DENIED), so its existence is not revealed.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -24,27 +23,28 @@ from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import current_channel
 from omni_runtime.errors import FailedPrecondition, NotFound
+from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name
 from services.inventory import convert, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN
-from services.inventory.domain import query as q
 from services.inventory.txn import Unit, utcnow
 
 ACTIVE = res.STOCK_SUBSCRIPTION_STATE_ACTIVE
 CANCELLED = res.STOCK_SUBSCRIPTION_STATE_CANCELLED
 
-SUBSCRIPTION_FILTER = {
-    "state": q.Field(q.Kind.ENUM, res.StockSubscriptionState),
-    "item": q.Field(q.Kind.STRING),
-    "location": q.Field(q.Kind.STRING),
-    "create_time": q.Field(q.Kind.TIMESTAMP),
-}
-_SQL: dict[str, store.Compiler] = {
-    "state": store.column_compiler(store.stock_subscriptions.c.state),
-    "item": store.name_compiler(store.stock_subscriptions.c.item_sku, "items/"),
-    "location": store.name_compiler(func.coalesce(store.stock_subscriptions.c.location_id, ""), "locations/"),
-    "create_time": store.column_compiler(store.stock_subscriptions.c.create_time),
-}
+_SUB = store.stock_subscriptions
+SUBSCRIPTIONS = Listing(
+    fields={
+        "state": Field(Kind.ENUM, res.StockSubscriptionState, sql=_SUB.c.state),
+        "item": Field(Kind.STRING, sql=by_name(_SUB.c.item_sku, "items/")),
+        "location": Field(Kind.STRING, sql=by_name(func.coalesce(_SUB.c.location_id, ""), "locations/")),
+        "create_time": Field(Kind.TIMESTAMP, sql=_SUB.c.create_time),
+    },
+    order_by={"create_time": _SUB.c.create_time},
+    default_order="create_time desc",
+    tiebreak=[_SUB.c.id],
+    domain=DOMAIN,
+)
 
 
 def _owned(row: store.AnyRow | None, customer: str, subscription_id: str) -> store.AnyRow:
@@ -114,29 +114,15 @@ async def get(unit: Unit, subscription_id: str, customer: str) -> res.StockSubsc
     return convert.subscription(_owned(row, customer, subscription_id))
 
 
-async def list_(
-    unit: Unit,
-    customer: str,
-    conditions: list[q.Condition],
-    descending: bool,
-    after: list[Any] | None,
-    page_size: int,
-    fingerprint: str,
-) -> svc.ListStockSubscriptionsResponse:
-    sub = store.stock_subscriptions
-    conds = store.where(conditions, _SQL)
+async def list_(unit: Unit, customer: str, query: ListQuery) -> svc.ListStockSubscriptionsResponse:
+    statement = select(_SUB)
     if customer:
-        conds.append(sub.c.customer == customer)
-    keys = [(sub.c.create_time, descending), (sub.c.id, descending)]
+        statement = statement.where(_SUB.c.customer == customer)
     async with unit.tx() as session:
-        rows = await store.page(session, select(sub).where(*conds), keys, after, page_size)
-    response = svc.ListStockSubscriptionsResponse(
-        stock_subscriptions=[convert.subscription(r) for r in rows[:page_size]]
+        rows, token = await query.page(session, statement)
+    return svc.ListStockSubscriptionsResponse(
+        stock_subscriptions=[convert.subscription(r) for r in rows], next_page_token=token
     )
-    if len(rows) > page_size:
-        last = rows[page_size - 1]
-        response.next_page_token = q.encode_page_token([last.create_time, last.id], fingerprint)
-    return response
 
 
 async def cancel(

@@ -1,4 +1,4 @@
-"""The inventory's rules without I/O: stock arithmetic, allocation, distance, opening hours, queries."""
+"""The inventory's rules without I/O: stock arithmetic, allocation, distance, opening hours."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import pytest
 from google.type import dayofweek_pb2, timeofday_pb2
 
 from omni.inventory.v1 import resources_pb2 as res
-from omni_runtime.errors import InvalidArgument
 from services.inventory.domain import allocation, geo, hours
-from services.inventory.domain import query as q
 from services.inventory.domain.stock import Quantities, crossings
 
 # --- stock -----------------------------------------------------------------------------------
@@ -184,77 +182,3 @@ def test_opening_hours_validation() -> None:
     assert {p for p, _ in hours.validate(bad, "h")} == {"h.periods[0].day", "h.periods[0].open_time"}
     no_zone = _hours((dayofweek_pb2.MONDAY, (9, 0), (9, 0)), zone="")
     assert {p for p, _ in hours.validate(no_zone, "h")} == {"h.time_zone", "h.periods[0].close_time"}
-
-
-# --- queries ---------------------------------------------------------------------------------
-
-FIELDS = {
-    "title": q.Field(q.Kind.STRING),
-    "active": q.Field(q.Kind.BOOL),
-    "on_hand": q.Field(q.Kind.INT),
-    "status": q.Field(q.Kind.ENUM, res.StockStatus),
-    "update_time": q.Field(q.Kind.TIMESTAMP),
-}
-
-
-def test_filter_parses_conjunctions_of_typed_comparisons() -> None:
-    conds = q.parse_filter(
-        'title = "Blue \\"mug\\"" AND active = true AND on_hand >= -3 AND status != STOCK_STATUS_LOW_STOCK'
-        ' AND update_time < "2025-01-01T00:00:00Z" AND attributes.colour = "red"',
-        FIELDS,
-        prefixes={"attributes.": q.Field(q.Kind.STRING)},
-    )
-    assert [(c.field, c.op) for c in conds] == [
-        ("title", "="),
-        ("active", "="),
-        ("on_hand", ">="),
-        ("status", "!="),
-        ("update_time", "<"),
-        ("attributes.colour", "="),
-    ]
-    assert conds[0].value == 'Blue "mug"'
-    assert conds[2].value == -3
-    assert conds[3].value == res.STOCK_STATUS_LOW_STOCK
-    assert conds[4].value == datetime(2025, 1, 1, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "colour = 1",  # unknown field
-        'title > "a"',  # ordering a string
-        'on_hand = "3"',  # wrong type
-        "active = yes",
-        "status = IN_STOCK",  # not an enum value name
-        'title = "a" OR active = true',
-        "title = ",
-        '(title = "a")',
-        'update_time > "yesterday"',
-        'attributes.Colour = "red"',
-    ],
-)
-def test_filter_rejects_what_it_does_not_understand(text: str) -> None:
-    with pytest.raises(InvalidArgument) as info:
-        q.parse_filter(text, FIELDS, prefixes={"attributes.": q.Field(q.Kind.STRING)})
-    assert info.value.violations[0].field == "filter"
-
-
-def test_order_by_and_page_tokens() -> None:
-    assert q.parse_order_by("title desc, name", ["name", "title"], [("name", False)]) == [
-        ("title", True),
-        ("name", False),
-    ]
-    for bad in ("price", "title sideways", "title, title"):
-        with pytest.raises(InvalidArgument):
-            q.parse_order_by(bad, ["name", "title"], [])
-    fp = q.query_fingerprint("items", "x")
-    stamp = datetime(2025, 1, 1, tzinfo=UTC)
-    token = q.encode_page_token(["a", 3, stamp], fp)
-    assert q.decode_page_token(token, fp, 3) == ["a", 3, stamp]
-    with pytest.raises(InvalidArgument) as info:
-        q.decode_page_token(token, q.query_fingerprint("items", "y"), 3)
-    assert info.value.violations[0].reason == "INVALID_PAGE_TOKEN"
-    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
-    for bad in (tampered, "not-a-token", token + "x"):
-        with pytest.raises(InvalidArgument):
-            q.decode_page_token(bad, fp, 3)

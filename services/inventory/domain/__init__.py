@@ -5,7 +5,6 @@
 - ``allocation``: how a reservation's lines are spread over locations (the strategies).
 - ``geo``: great-circle distance and the bounding box that pre-filters "near me" searches.
 - ``hours``: opening hours: validation and "is it open now".
-- ``query``: the small AIP-160 filter language, ``order_by`` and opaque page tokens.
 """
 
 DOMAIN = "omni.inventory"
