@@ -15,18 +15,12 @@ from omni.identity.v1 import resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime.context import channel_name
 from omni_runtime.errors import Aborted, NotFound, Unauthenticated
+from omni_runtime.listing import Field, Kind
 from omni_runtime.validation import Checker
 from services.identity import domain, metrics, store
 from services.identity.api import convert
 from services.identity.api.base import HandlerBase, too_many_attempts
-from services.identity.api.common import DOMAIN, scope, transact
-from services.identity.listing import (
-    FilterField,
-    decode_page_token,
-    encode_page_token,
-    parse_filter,
-    parse_order,
-)
+from services.identity.api.common import DOMAIN, identity_listing, scope, transact
 from services.identity.sessions import Subject
 
 ServiceClient = resources_pb2.ServiceClient
@@ -35,16 +29,19 @@ EDITABLE = ("display_name", "channel", "state", "token_lifetime")
 MAX_PREVIOUS_SECRET_VALIDITY = timedelta(days=7)
 _STATES = {v.name: v.number for v in ServiceClient.State.DESCRIPTOR.values if v.number}
 _CHANNELS = {v.name: v.number for v in channel_pb2.Channel.DESCRIPTOR.values if v.number}
-FILTERS = {
-    "state": FilterField(store.service_clients.c.state, "enum", _STATES),
-    "channel": FilterField(store.service_clients.c.channel, "enum", _CHANNELS),
-    "display_name": FilterField(store.service_clients.c.display_name, "str"),
-}
-ORDERS = {
-    "display_name": store.service_clients.c.display_name,
-    "create_time": store.service_clients.c.create_time,
-}
-MAX_PAGE = 200
+CLIENTS = identity_listing(
+    fields={
+        "state": Field(Kind.ENUM, _STATES, sql=store.service_clients.c.state),
+        "channel": Field(Kind.ENUM, _CHANNELS, sql=store.service_clients.c.channel),
+        "display_name": Field(Kind.STRING, sql=store.service_clients.c.display_name),
+    },
+    order_by={
+        "display_name": store.service_clients.c.display_name,
+        "create_time": store.service_clients.c.create_time,
+    },
+    default_order="display_name",
+    tiebreak=[store.service_clients.c.id],
+)
 
 
 def invalid_client() -> Unauthenticated:
@@ -148,28 +145,12 @@ class ClientHandlers(HandlerBase):
     async def ListServiceClients(
         self, request: pb.ListServiceClientsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListServiceClientsResponse:
-        check = Checker()
-        size = min(check.page_size("page_size", request.page_size), MAX_PAGE)
-        check.raise_if_invalid()
-        conditions, _ = parse_filter(request.filter, FILTERS)
-        order = parse_order(request.order_by, ORDERS, "display_name")
-        offset = decode_page_token(request.page_token, request.filter, request.order_by)
+        query = CLIENTS.parse(request)
         async with self.d.db.transaction() as session:
-            rows = (
-                await session.execute(
-                    select(store.service_clients)
-                    .where(*conditions)
-                    .order_by(*order, store.service_clients.c.id)
-                    .offset(offset)
-                    .limit(size + 1)
-                )
-            ).all()
-        response = pb.ListServiceClientsResponse(
-            service_clients=[convert.service_client(r) for r in rows[:size]]
+            rows, token = await query.page(session, select(store.service_clients))
+        return pb.ListServiceClientsResponse(
+            service_clients=[convert.service_client(r) for r in rows], next_page_token=token
         )
-        if len(rows) > size:
-            response.next_page_token = encode_page_token(offset + size, request.filter, request.order_by)
-        return response
 
     async def UpdateServiceClient(
         self, request: pb.UpdateServiceClientRequest, context: grpc.aio.ServicerContext

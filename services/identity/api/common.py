@@ -9,6 +9,7 @@ log-in, a revoked session after refresh-token reuse); ``transact`` commits and t
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -24,6 +25,7 @@ from omni_runtime.db.engine import Database
 from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import Aborted, OmniError
 from omni_runtime.events.outbox import Outbox
+from omni_runtime.listing import Listing
 from services.identity.config import IdentityConfig
 from services.identity.keys import KeyRing
 from services.identity.passwords import Passwords
@@ -33,6 +35,11 @@ M = TypeVar("M", bound=Message)
 Body = Callable[[AsyncSession], Awaitable[M | OmniError]]
 
 DOMAIN = "omni.identity"
+# Identity's List methods: its domain, at most 200 per page, and the order_by reason it
+# published before the shared listing module (INVALID_ORDER, not the runtime's INVALID_ORDER_BY).
+identity_listing = functools.partial(
+    Listing, domain=DOMAIN, max_page_size=200, order_by_reason="INVALID_ORDER"
+)
 
 
 @dataclass

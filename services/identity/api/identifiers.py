@@ -33,6 +33,7 @@ from omni_runtime.errors import (
     NotFound,
     OmniError,
 )
+from omni_runtime.listing import Field, Kind
 from omni_runtime.validation import Checker
 from services.identity import domain, events, store
 from services.identity.api import convert
@@ -44,25 +45,20 @@ from services.identity.api.base import (
     HandlerBase,
     identifier_key,
 )
-from services.identity.api.common import DOMAIN, reading, scope, transact
-from services.identity.listing import (
-    FilterField,
-    decode_page_token,
-    encode_page_token,
-    parse_filter,
-    parse_order,
-)
+from services.identity.api.common import DOMAIN, identity_listing, reading, scope, transact
 
 LINK_PURPOSE = resources_pb2.ONE_TIME_CODE_PURPOSE_LINK_IDENTIFIER
 ATTESTABLE = frozenset({domain.LOYALTY_CARD, domain.FACEBOOK, domain.INSTAGRAM, domain.WHATSAPP})
-_KIND_NAMES = {v.name: v.number for v in resources_pb2.IdentifierKind.DESCRIPTOR.values if v.number}
-FILTERS = {
-    "kind": FilterField(store.identifiers.c.kind, "enum", _KIND_NAMES),
-    "verified": FilterField(store.identifiers.c.verified, "bool"),
-    "primary": FilterField(store.identifiers.c.is_primary, "bool"),
-}
-ORDERS = {"create_time": store.identifiers.c.create_time, "kind": store.identifiers.c.kind}
-MAX_PAGE = 200
+IDENTIFIERS = identity_listing(
+    fields={
+        "kind": Field(Kind.ENUM, resources_pb2.IdentifierKind, sql=store.identifiers.c.kind),
+        "verified": Field(Kind.BOOL, sql=store.identifiers.c.verified),
+        "primary": Field(Kind.BOOL, sql=store.identifiers.c.is_primary),
+    },
+    order_by={"create_time": store.identifiers.c.create_time, "kind": store.identifiers.c.kind},
+    default_order="create_time",
+    tiebreak=[store.identifiers.c.id],
+)
 
 
 def _trusted_attester(subject: str) -> bool:
@@ -85,28 +81,15 @@ class IdentifierHandlers(HandlerBase):
     ) -> pb.ListIdentifiersResponse:
         check = Checker()
         check.name("parent", request.parent, CUSTOMER_PATTERN)
-        size = min(check.page_size("page_size", request.page_size), MAX_PAGE)
         check.raise_if_invalid()
-        conditions, _ = parse_filter(request.filter, FILTERS)
-        order = parse_order(request.order_by, ORDERS, "create_time")
-        offset = decode_page_token(request.page_token, request.parent, request.filter, request.order_by)
+        query = IDENTIFIERS.parse(request, scope=(request.parent,))
         async with self.d.db.transaction() as session:
             row = await self.customer_row(session, request.parent)
-            rows = (
-                await session.execute(
-                    select(store.identifiers)
-                    .where(store.identifiers.c.customer_id == row.id, *conditions)
-                    .order_by(*order, store.identifiers.c.id)
-                    .offset(offset)
-                    .limit(size + 1)
-                )
-            ).all()
-        response = pb.ListIdentifiersResponse(identifiers=[convert.identifier(r) for r in rows[:size]])
-        if len(rows) > size:
-            response.next_page_token = encode_page_token(
-                offset + size, request.parent, request.filter, request.order_by
-            )
-        return response
+            statement = select(store.identifiers).where(store.identifiers.c.customer_id == row.id)
+            rows, token = await query.page(session, statement)
+        return pb.ListIdentifiersResponse(
+            identifiers=[convert.identifier(r) for r in rows], next_page_token=token
+        )
 
     async def StartIdentifierVerification(
         self, request: pb.StartIdentifierVerificationRequest, context: grpc.aio.ServicerContext

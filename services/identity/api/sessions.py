@@ -14,17 +14,11 @@ from omni.identity.v1 import resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime import names
 from omni_runtime.errors import NotFound
+from omni_runtime.listing import Field, Kind
 from omni_runtime.validation import Checker
 from services.identity import store
 from services.identity.api.base import HandlerBase
-from services.identity.api.common import DOMAIN, scope, transact
-from services.identity.listing import (
-    FilterField,
-    decode_page_token,
-    encode_page_token,
-    parse_filter,
-    parse_order,
-)
+from services.identity.api.common import DOMAIN, identity_listing, scope, transact
 from services.identity.sessions import ACTIVE, Reason, split_session_name
 
 OWNER_PATTERNS = ("customers/{customer}", "staffMembers/{staff_member}")
@@ -44,21 +38,20 @@ _STATE = case(
 )
 
 
-def _names(enum: object) -> dict[str, int]:
-    return {v.name: v.number for v in enum.DESCRIPTOR.values if v.number}  # type: ignore[attr-defined]
-
-
-FILTERS = {
-    "state": FilterField(_STATE, "enum", _names(Session.State)),
-    "auth_method": FilterField(store.sessions.c.auth_method, "enum", _names(resources_pb2.AuthMethod)),
-    "channel.channel": FilterField(store.sessions.c.channel, "enum", _names(channel_pb2.Channel)),
-    "create_time": FilterField(store.sessions.c.create_time, "time"),
-}
-ORDERS = {
-    "create_time": store.sessions.c.create_time,
-    "last_refresh_time": store.sessions.c.last_refresh_time,
-}
-MAX_PAGE = 200
+SESSIONS = identity_listing(
+    fields={
+        "state": Field(Kind.ENUM, Session.State, sql=_STATE),
+        "auth_method": Field(Kind.ENUM, resources_pb2.AuthMethod, sql=store.sessions.c.auth_method),
+        "channel.channel": Field(Kind.ENUM, channel_pb2.Channel, sql=store.sessions.c.channel),
+        "create_time": Field(Kind.TIMESTAMP, sql=store.sessions.c.create_time),
+    },
+    order_by={
+        "create_time": store.sessions.c.create_time,
+        "last_refresh_time": store.sessions.c.last_refresh_time,
+    },
+    default_order="last_refresh_time desc",
+    tiebreak=[store.sessions.c.id],
+)
 
 
 def _owner(check: Checker, field: str, value: str) -> None:
@@ -89,30 +82,17 @@ class SessionHandlers(HandlerBase):
     ) -> pb.ListSessionsResponse:
         check = Checker()
         _owner(check, "parent", request.parent)
-        size = min(check.page_size("page_size", request.page_size), MAX_PAGE)
         check.raise_if_invalid()
-        conditions, mentioned = parse_filter(request.filter, FILTERS)
-        if "state" not in mentioned:
-            conditions.append(_STATE == Session.STATE_ACTIVE)
-        order = parse_order(request.order_by, ORDERS, "last_refresh_time desc")
-        offset = decode_page_token(request.page_token, request.parent, request.filter, request.order_by)
+        query = SESSIONS.parse(request, scope=(request.parent,))
+        statement = select(store.sessions).where(store.sessions.c.principal == request.parent)
+        if not query.mentions("state"):
+            statement = statement.where(_STATE == Session.STATE_ACTIVE)
         async with self.d.db.transaction() as session:
             await self._require_owner(session, request.parent)
-            rows = (
-                await session.execute(
-                    select(store.sessions)
-                    .where(store.sessions.c.principal == request.parent, *conditions)
-                    .order_by(*order, store.sessions.c.id)
-                    .offset(offset)
-                    .limit(size + 1)
-                )
-            ).all()
-        response = pb.ListSessionsResponse(sessions=[self.d.sessions.to_proto(r) for r in rows[:size]])
-        if len(rows) > size:
-            response.next_page_token = encode_page_token(
-                offset + size, request.parent, request.filter, request.order_by
-            )
-        return response
+            rows, token = await query.page(session, statement)
+        return pb.ListSessionsResponse(
+            sessions=[self.d.sessions.to_proto(r) for r in rows], next_page_token=token
+        )
 
     async def RevokeSession(
         self, request: pb.RevokeSessionRequest, context: grpc.aio.ServicerContext

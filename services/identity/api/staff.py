@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,18 +16,12 @@ from omni_runtime import names
 from omni_runtime.context import current_channel
 from omni_runtime.db.idempotency import recall
 from omni_runtime.errors import Aborted, AlreadyExists, NotFound, OmniError, PermissionDenied
+from omni_runtime.listing import Condition, Field, Kind, compare
 from omni_runtime.validation import Checker
 from services.identity import domain, metrics, store
 from services.identity.api import convert
 from services.identity.api.base import HandlerBase, invalid_credentials, new_password, too_many_attempts
-from services.identity.api.common import DOMAIN, client_info, scope, transact
-from services.identity.listing import (
-    FilterField,
-    decode_page_token,
-    encode_page_token,
-    parse_filter,
-    parse_order,
-)
+from services.identity.api.common import DOMAIN, client_info, identity_listing, scope, transact
 from services.identity.sessions import Reason, staff_subject
 
 StaffMember = resources_pb2.StaffMember
@@ -38,25 +32,36 @@ _STAFF_ROLE_NAMES = {
     for v in resources_pb2.Role.DESCRIPTOR.values
     if domain.ROLE_NAMES.get(v.number) in domain.STAFF_ROLES
 }
-FILTERS = {
-    "roles": FilterField(
-        store.staff_members.c.roles, "array_enum", _STAFF_ROLE_NAMES, to_stored=lambda n: domain.ROLE_NAMES[n]
-    ),
-    "store": FilterField(store.staff_members.c.store, "str"),
-    "state": FilterField(
-        store.staff_members.c.state,
-        "enum",
-        {v.name: v.number for v in StaffMember.State.DESCRIPTOR.values if v.number},
-    ),
-    "email": FilterField(store.staff_members.c.email, "str"),
-    "display_name": FilterField(store.staff_members.c.display_name, "str"),
-}
-ORDERS = {
-    "display_name": store.staff_members.c.display_name,
-    "email": store.staff_members.c.email,
-    "create_time": store.staff_members.c.create_time,
-}
-MAX_PAGE = 200
+_STAFF = store.staff_members
+
+
+def _has_role(cond: Condition) -> ColumnElement[bool]:
+    """Roles are stored by name (``agent``) and filtered by enum value (``ROLE_AGENT``)."""
+    assert isinstance(cond.value, int)
+    return compare(_STAFF.c.roles, cond.op, domain.ROLE_NAMES[cond.value])
+
+
+STAFF = identity_listing(
+    fields={
+        "roles": Field(
+            Kind.ENUM,
+            _STAFF_ROLE_NAMES,
+            repeated=True,
+            sql=_has_role,
+        ),
+        "store": Field(Kind.STRING, sql=_STAFF.c.store),
+        "state": Field(Kind.ENUM, StaffMember.State, sql=_STAFF.c.state),
+        "email": Field(Kind.STRING, sql=_STAFF.c.email),
+        "display_name": Field(Kind.STRING, sql=_STAFF.c.display_name),
+    },
+    order_by={
+        "display_name": _STAFF.c.display_name,
+        "email": _STAFF.c.email,
+        "create_time": _STAFF.c.create_time,
+    },
+    default_order="display_name",
+    tiebreak=[_STAFF.c.id],
+)
 
 
 def _check_staff_fields(
@@ -262,33 +267,13 @@ class StaffHandlers(HandlerBase):
     async def ListStaffMembers(
         self, request: pb.ListStaffMembersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStaffMembersResponse:
-        check = Checker()
-        size = min(check.page_size("page_size", request.page_size), MAX_PAGE)
-        check.raise_if_invalid()
-        conditions, _ = parse_filter(request.filter, FILTERS)
-        order = parse_order(request.order_by, ORDERS, "display_name")
-        offset = decode_page_token(request.page_token, request.filter, request.order_by)
+        query = STAFF.parse(request)
         async with self.d.db.transaction() as session:
-            rows = (
-                await session.execute(
-                    select(store.staff_members)
-                    .where(*conditions)
-                    .order_by(*order, store.staff_members.c.id)
-                    .offset(offset)
-                    .limit(size + 1)
-                )
-            ).all()
-            total = (
-                await session.execute(
-                    select(func.count()).select_from(store.staff_members).where(*conditions)
-                )
-            ).scalar_one()
-        response = pb.ListStaffMembersResponse(
-            staff_members=[convert.staff_member(r) for r in rows[:size]], total_size=total
+            rows, token = await query.page(session, select(_STAFF))
+            total = await query.count(session, _STAFF)
+        return pb.ListStaffMembersResponse(
+            staff_members=[convert.staff_member(r) for r in rows], next_page_token=token, total_size=total
         )
-        if len(rows) > size:
-            response.next_page_token = encode_page_token(offset + size, request.filter, request.order_by)
-        return response
 
     async def UpdateStaffMember(
         self, request: pb.UpdateStaffMemberRequest, context: grpc.aio.ServicerContext
