@@ -25,8 +25,8 @@ from services.cart.checkout import Checkout
 from services.cart.convert import from_ts, fulfillment_from_proto
 from services.cart.domain.merge import MergeMode
 from services.cart.domain.model import MAX_LINE_QUANTITY, Fulfillment
-from services.cart.orders import ORDER_PATTERN, OrderOps
-from services.cart.promotion_admin import PROMOTION_PATTERN, PromotionAdmin, update_paths
+from services.cart.orders import ORDER_PATTERN, ORDERS, OrderOps
+from services.cart.promotion_admin import PROMOTION_PATTERN, PROMOTIONS, PromotionAdmin, update_paths
 from services.cart.watch import WatchHub
 
 CART_PATTERN = "customers/{customer}/cart"
@@ -305,16 +305,11 @@ class CartServicer(svc_grpc.CartServiceServicer):
     ) -> svc.ListOrdersResponse:
         check = Checker()
         parent = check.name("parent", request.parent, CUSTOMER_PATTERN, allow_wildcard=True)
-        page_size = check.page_size("page_size", request.page_size)
         check.raise_if_invalid()
+        # A token is valid for the same parent and the same caller's store (STORE scope narrows).
+        query = ORDERS.parse(request, scope=(request.parent, current_principal.get().store))
         customer = parent["customer"]
-        found, token, total = await self.orders.list(
-            customer=None if customer == "-" else customer,
-            page_size=page_size,
-            page_token=request.page_token,
-            filter_text=request.filter,
-            order_by=request.order_by,
-        )
+        found, token, total = await self.orders.list(None if customer == "-" else customer, query)
         return svc.ListOrdersResponse(orders=found, next_page_token=token, total_size=total)
 
     async def CancelOrder(
@@ -406,15 +401,7 @@ class CartServicer(svc_grpc.CartServiceServicer):
     async def ListPromotions(
         self, request: svc.ListPromotionsRequest, context: grpc.aio.ServicerContext
     ) -> svc.ListPromotionsResponse:
-        check = Checker()
-        page_size = check.page_size("page_size", request.page_size)
-        check.raise_if_invalid()
-        found, token, total = await self.promotions.list(
-            page_size=page_size,
-            page_token=request.page_token,
-            filter_text=request.filter,
-            order_by=request.order_by,
-        )
+        found, token, total = await self.promotions.list(PROMOTIONS.parse(request))
         return svc.ListPromotionsResponse(promotions=found, next_page_token=token, total_size=total)
 
     async def UpdatePromotion(

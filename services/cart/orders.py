@@ -8,28 +8,26 @@ one transaction. Store associates act only on orders picked up at their own stor
 
 from __future__ import annotations
 
-import base64
 import builtins
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
+from omni.type.v1 import channel_pb2
 from omni_runtime import names
 from omni_runtime.auth.permissions import Scope, current_scope, require_store
 from omni_runtime.context import current_channel, current_principal
 from omni_runtime.db.idempotency import recall, remember
 from omni_runtime.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from omni_runtime.listing import Field, Kind, Listing, ListQuery
 from omni_runtime.server import Runtime
-from services.cart import filters, store
+from services.cart import store
 from services.cart.config import CartConfig
 from services.cart.convert import from_ts, money, ts
 from services.cart.domain import orders as rules
@@ -45,26 +43,24 @@ MAX_PICKUP = timedelta(days=14)
 EventFactory = Callable[[r.Order], Message]
 Change = Callable[[r.Order, AsyncSession, datetime], Awaitable[list[EventFactory] | None]]
 
-ORDER_FILTER = filters.FieldSet(
-    {
-        "state": filters.Field(store.orders.c.state, filters.Kind.ENUM, enum=r.OrderState),
-        "pickup_stores": filters.Field(store.orders.c.pickup_stores, filters.Kind.TEXT_ARRAY),
-        "order_number": filters.Field(store.orders.c.order_number, filters.Kind.TEXT),
-        "channel.channel": filters.Field(
-            store.orders.c.channel, filters.Kind.ENUM, enum=filters.CHANNEL_ENUM
+_O = store.orders.c
+ORDERS = Listing(
+    fields={
+        "state": Field(Kind.ENUM, r.OrderState, sql=_O.state),
+        "pickup_stores": Field(Kind.STRING, repeated=True, sql=_O.pickup_stores),
+        "order_number": Field(Kind.STRING, sql=_O.order_number),
+        "channel.channel": Field(Kind.ENUM, channel_pb2.Channel, sql=_O.channel),
+        "channel.store": Field(Kind.STRING, sql=_O.channel_store),
+        "create_time": Field(Kind.TIMESTAMP, sql=_O.create_time),
+        "fulfillment_groups.state": Field(
+            Kind.ENUM, r.FulfillmentGroupState, repeated=True, sql=_O.group_states
         ),
-        "channel.store": filters.Field(store.orders.c.channel_store, filters.Kind.TEXT),
-        "create_time": filters.Field(store.orders.c.create_time, filters.Kind.TIME),
-        "fulfillment_groups.state": filters.Field(
-            store.orders.c.group_states, filters.Kind.ENUM_ARRAY, enum=r.FulfillmentGroupState
-        ),
-    }
+    },
+    order_by={"create_time": _O.create_time, "update_time": _O.update_time},
+    default_order="create_time desc",
+    tiebreak=[_O.id],
+    domain=DOMAIN,
 )
-ORDERINGS = {
-    "create_time desc": (store.orders.c.create_time, True),
-    "create_time": (store.orders.c.create_time, False),
-    "update_time desc": (store.orders.c.update_time, True),
-}
 
 
 def _step_id(order: r.Order, what: str) -> str:
@@ -114,50 +110,13 @@ class OrderOps:
         self.authorize(order)
         return order
 
-    async def list(
-        self, *, customer: str | None, page_size: int, page_token: str, filter_text: str, order_by: str
-    ) -> tuple[builtins.list[r.Order], str, int]:
-        ordering = (order_by or "create_time desc").strip().lower()
-        ordering = " ".join(ordering.split())
-        if ordering not in ORDERINGS:
-            raise InvalidArgument(
-                [FieldViolation("order_by", f"must be one of {', '.join(ORDERINGS)}", "INVALID_ORDER_BY")]
-            )
-        column, descending = ORDERINGS[ordering]
-        conditions = ORDER_FILTER.compile(filter_text, "filter")
+    async def list(self, customer: str | None, query: ListQuery) -> tuple[builtins.list[r.Order], str, int]:
+        """One page of orders (of ``customer``, or of everyone); a store associate's only of their store."""
+        conditions = [] if customer is None else [_O.customer == customer]
         if current_scope.get() is Scope.STORE:
-            mine = current_principal.get().store
-            conditions.append(store.orders.c.pickup_stores.contains([mine]))
-        fingerprint = f"{customer}|{filter_text}|{ordering}|{current_principal.get().store}"
-        after = None
-        if page_token:
-            value, last_id = _decode_token(page_token, fingerprint)
-            key = datetime.fromisoformat(value)
-            if descending:
-                after = or_(column < key, and_(column == key, store.orders.c.id < last_id))
-            else:
-                after = or_(column > key, and_(column == key, store.orders.c.id > last_id))
-        sort = (
-            [column.desc(), store.orders.c.id.desc()]
-            if descending
-            else [column.asc(), store.orders.c.id.asc()]
-        )
+            conditions.append(_O.pickup_stores.contains([current_principal.get().store]))
         async with self.db.transaction() as session:
-            found, total = await store.list_orders(
-                session,
-                customer=customer,
-                conditions=conditions,
-                order_by=sort,
-                after=after,
-                limit=page_size + 1,
-            )
-        token = ""
-        if len(found) > page_size:
-            found = found[:page_size]
-            last = found[-1]
-            stamp = last.create_time if column is store.orders.c.create_time else last.update_time
-            token = _encode_token(from_ts(stamp).isoformat(), last.name.rsplit("/", 1)[-1], fingerprint)
-        return found, token, total
+            return await store.list_orders(session, query, conditions)
 
     # ---------------------------------------------------------------------------------------
     # The change pipeline
@@ -448,27 +407,3 @@ class OrderOps:
                 self._cancelled_event(order, parsed["customer"], reason, now, automatic=True, actor=""),
             )
         return True
-
-
-def _encode_token(value: str, last_id: str, fingerprint: str) -> str:
-    raw = json.dumps({"v": value, "i": last_id, "f": fingerprint}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str, fingerprint: str) -> tuple[str, str]:
-    try:
-        data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if data["f"] != fingerprint:
-            raise ValueError("other query")
-        datetime.fromisoformat(data["v"])
-        return str(data["v"]), str(data["i"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            [
-                FieldViolation(
-                    "page_token",
-                    "is not a token of this listing (same parent, filter and order)",
-                    "INVALID_PAGE_TOKEN",
-                )
-            ]
-        ) from None

@@ -6,24 +6,23 @@ holding its code pick up a change at their next change and at checkout.
 
 from __future__ import annotations
 
-import base64
 import builtins
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import field_mask_pb2
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime import names
 from omni_runtime.db.idempotency import recall, remember
-from omni_runtime.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from omni_runtime.errors import Aborted, AlreadyExists, NotFound
+from omni_runtime.listing import Field, Kind, Listing, ListQuery, nullable
 from omni_runtime.server import Runtime
 from omni_runtime.validation import Checker
-from services.cart import filters, store
+from services.cart import store
 from services.cart.convert import from_ts, promotion_proto
 from services.cart.domain.promotions import CODE_PATTERN, normalize_code
 
@@ -43,25 +42,27 @@ UPDATABLE = (
     "active",
 )
 P = store.promotions.c
-PROMOTION_FILTER = filters.FieldSet(
-    {
-        "code": filters.Field(P.code, filters.Kind.TEXT),
-        "active": filters.Field(P.active, filters.Kind.BOOL),
-        "start_time": filters.Field(P.start_time, filters.Kind.TIME),
-        "end_time": filters.Field(P.end_time, filters.Kind.TIME),
-        "items": filters.Field(P.items, filters.Kind.TEXT_ARRAY),
-    }
+_ANY_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+PROMOTIONS = Listing(
+    fields={
+        "code": Field(Kind.STRING, sql=P.code),
+        "active": Field(Kind.BOOL, sql=P.active),
+        "start_time": Field(Kind.TIMESTAMP, sql=P.start_time),
+        "end_time": Field(Kind.TIMESTAMP, sql=P.end_time),
+        "items": Field(Kind.STRING, repeated=True, sql=P["items"]),  # P.items is the collection's method
+    },
+    order_by={
+        "create_time": P.create_time,
+        "code": P.code,
+        # No start sorts first and no end sorts last (in ascending order; the reverse descending).
+        "start_time": nullable(P.start_time, _ANY_TIME, nulls_first=True),
+        "end_time": nullable(P.end_time, _ANY_TIME, nulls_first=False),
+    },
+    default_order="create_time desc",
+    tiebreak=[P.id],
+    unique={"code"},
+    domain=DOMAIN,
 )
-ORDERINGS = {
-    "create_time desc": [P.create_time.desc(), P.id.desc()],
-    "create_time": [P.create_time.asc(), P.id.asc()],
-    "code": [P.code.asc()],
-    "code desc": [P.code.desc()],
-    "start_time": [P.start_time.asc().nulls_first(), P.id.asc()],
-    "start_time desc": [P.start_time.desc().nulls_last(), P.id.desc()],
-    "end_time": [P.end_time.asc().nulls_last(), P.id.asc()],
-    "end_time desc": [P.end_time.desc().nulls_first(), P.id.desc()],
-}
 
 
 def _money_map(check: Checker, field: str, values: Any, *, positive: bool) -> dict[str, int]:
@@ -201,32 +202,11 @@ class PromotionAdmin:
             raise NotFound(name, domain=DOMAIN)
         return promotion_proto(row)
 
-    async def list(
-        self, *, page_size: int, page_token: str, filter_text: str, order_by: str
-    ) -> tuple[builtins.list[r.Promotion], str, int]:
-        ordering = " ".join((order_by or "create_time desc").lower().split())
-        if ordering not in ORDERINGS:
-            raise InvalidArgument(
-                [FieldViolation("order_by", f"must be one of {', '.join(ORDERINGS)}", "INVALID_ORDER_BY")]
-            )
-        conditions = PROMOTION_FILTER.compile(filter_text)
-        fingerprint = f"{filter_text}|{ordering}"
-        offset = _decode_offset(page_token, fingerprint) if page_token else 0
+    async def list(self, query: ListQuery) -> tuple[builtins.list[r.Promotion], str, int]:
         async with self.db.transaction() as session:
-            total = (
-                await session.execute(select(func.count()).select_from(store.promotions).where(*conditions))
-            ).scalar_one()
-            rows = (
-                await session.execute(
-                    select(store.promotions)
-                    .where(*conditions)
-                    .order_by(*ORDERINGS[ordering])
-                    .offset(offset)
-                    .limit(page_size + 1)
-                )
-            ).all()
-        token = _encode_offset(offset + page_size, fingerprint) if len(rows) > page_size else ""
-        return [promotion_proto(row) for row in rows[:page_size]], token, total
+            rows, token = await query.page(session, select(store.promotions))
+            total = await query.count(session, store.promotions)
+        return [promotion_proto(row) for row in rows], token, total
 
     async def update(self, request: Any, paths: builtins.list[str]) -> r.Promotion:
         given: r.Promotion = request.promotion
@@ -292,20 +272,3 @@ def update_paths(check: Checker, mask: field_mask_pb2.FieldMask, given: r.Promot
     if not mask.paths:
         return [f.name for f, _ in given.ListFields() if f.name in UPDATABLE]
     return check.update_mask("update_mask", mask, UPDATABLE, given)
-
-
-def _encode_offset(offset: int, fingerprint: str) -> str:
-    raw = json.dumps({"o": offset, "f": fingerprint}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_offset(token: str, fingerprint: str) -> int:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if data["f"] != fingerprint:
-            raise ValueError("other query")
-        return int(data["o"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            [FieldViolation("page_token", "is not a token of this listing", "INVALID_PAGE_TOKEN")]
-        ) from None

@@ -24,7 +24,6 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
-    and_,
     delete,
     func,
     select,
@@ -32,8 +31,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 
 from omni.cart.v1 import resources_pb2 as r
+from omni_runtime.listing import ListQuery
 from services.cart.domain import orders as order_rules
 from services.cart.domain.model import AppliedCode, Cart, ChannelRef, Line
 from services.cart.domain.promotions import PromotionRule
@@ -352,26 +353,12 @@ async def save_order(session: AsyncSession, order_id: str, order: r.Order) -> No
 
 
 async def list_orders(
-    session: AsyncSession,
-    *,
-    customer: str | None,
-    conditions: Sequence[Any],
-    order_by: Sequence[Any],
-    after: Any | None,
-    limit: int,
-) -> tuple[list[r.Order], int]:
-    """One page of orders and the total matching the filter (without the page position)."""
-    where = list(conditions)
-    if customer is not None:
-        where.append(orders.c.customer == customer)
-    total = (
-        await session.execute(select(func.count()).select_from(orders).where(and_(True, *where)))
-    ).scalar_one()
-    query = select(orders.c.doc).where(and_(True, *where))
-    if after is not None:
-        query = query.where(after)
-    rows = (await session.execute(query.order_by(*order_by).limit(limit))).scalars().all()
-    return [r.Order.FromString(doc) for doc in rows], total
+    session: AsyncSession, query: ListQuery, conditions: Sequence[ColumnElement[bool]]
+) -> tuple[list[r.Order], str, int]:
+    """One page of the orders matching ``conditions`` and the query, its next token, and the total."""
+    rows, token = await query.page(session, select(orders.c.doc).where(*conditions))
+    total = await query.count(session, orders, *conditions)
+    return [r.Order.FromString(row.doc) for row in rows], token, total
 
 
 async def order_exists(session: AsyncSession, order_name: str) -> bool:

@@ -1,4 +1,4 @@
-"""The cart's pure rules: money arithmetic, promotions, merge, lines, order state, filters, and the
+"""The cart's pure rules: money arithmetic, promotions, merge, lines, order state, and the
 watch hub's fan-out (in-process, no I/O)."""
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from services.cart.domain.model import Cart, ChannelRef, Fulfillment, Method, Re
 from services.cart.domain.orders import derive_state, plan_groups
 from services.cart.domain.pricing import CatalogItem, reprice, stale_items
 from services.cart.domain.promotions import PromotionRule, evaluate_codes, round_half_away, usability
-from services.cart.filters import Field, FieldSet, Kind
-from services.cart.store import orders
 from services.cart.watch import WatchHub
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -204,34 +202,6 @@ def test_order_groups_and_state() -> None:
     assert derive_state(order) == r.ORDER_STATE_COMPLETED
     order.fulfillment_groups[0].state = r.FULFILLMENT_GROUP_STATE_CANCELLED
     assert derive_state(order) == r.ORDER_STATE_CANCELLED
-
-
-def test_filters_compile_and_reject_clearly() -> None:
-    fields = FieldSet(
-        {
-            "state": Field(orders.c.state, Kind.ENUM, enum=r.OrderState),
-            "pickup_stores": Field(orders.c.pickup_stores, Kind.TEXT_ARRAY),
-            "create_time": Field(orders.c.create_time, Kind.TIME),
-        }
-    )
-    (compiled,) = fields.compile(
-        'pickup_stores:"locations/s1" AND (state = ORDER_STATE_PLACED OR NOT state = 2)'
-        ' create_time > "2026-01-01T00:00:00Z"'
-    )
-    sql = str(compiled.compile(compile_kwargs={"literal_binds": False}))
-    assert "pickup_stores @>" in sql and " OR " in sql and "create_time >" in sql
-    assert fields.compile("  ") == []
-    for bad in (
-        "colour = red",
-        "state = NOPE",
-        "state > 1",
-        'create_time > "yesterday"',
-        "state =",
-        "pickup_stores = (",
-        'state = 1 "x"',
-    ):
-        with pytest.raises(InvalidArgument):
-            fields.compile(bad)
 
 
 def updated(cart: str, version: int) -> ev.CartUpdatedEvent:

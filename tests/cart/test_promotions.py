@@ -247,3 +247,39 @@ async def test_usage_limits_are_counted_when_orders_are_placed(
         details(error)["ErrorInfo"].metadata["ineligibility_reason"]
         == "INELIGIBILITY_REASON_CUSTOMER_LIMIT_REACHED"
     )
+
+
+async def test_listing_promotions_by_item_pages_through_open_ended_ones(
+    marketer: Caller, catalogue: Catalogue
+) -> None:
+    """``items:`` filters (it used to fail as INTERNAL), and a promotion without an end sorts last
+    by ``end_time`` on every page (its NULL end is part of the page token's key)."""
+    item = await catalogue.item(700)
+    now = datetime.now(UTC)
+    created = [
+        await create(marketer, percent_off_basis_points=100, items=[item], end_time=stamp(end))
+        if end is not None
+        else await create(marketer, percent_off_basis_points=100, items=[item])
+        for end in (None, now + timedelta(days=2), None, now + timedelta(days=1))
+    ]
+    expected = [created[3].name, created[1].name, *sorted([created[0].name, created[2].name])]
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await marketer.ListPromotions(
+            svc.ListPromotionsRequest(
+                filter=f'items:"{item}"', order_by="end_time", page_size=1, page_token=token
+            )
+        )
+        assert page.total_size == 4
+        seen += [p.name for p in page.promotions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == expected
+    error = await fails(
+        marketer.ListPromotions(svc.ListPromotionsRequest(filter=f'items = "{item}"')),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert details(error)["BadRequest"].field_violations[0].field == "filter"
+    assert details(error)["ErrorInfo"].domain == "omni.cart"
