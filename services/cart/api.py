@@ -66,6 +66,27 @@ def _store(check: Checker, field: str, value: str) -> None:
         check.name(field, value, LOCATION_PATTERN)
 
 
+def _code_change(request: svc.ApplyPromotionCodeRequest | svc.RemovePromotionCodeRequest) -> str:
+    """Validate a request that applies or removes a promotion code; the cart's customer."""
+    check = Checker()
+    customer = _cart(check, "name", request.name)
+    if check.require("code", request.code.strip()):
+        _short(check, "code", request.code, 64)
+    check.request_id("request_id", request.request_id)
+    check.raise_if_invalid()
+    return customer
+
+
+def _pickup_change(request: svc.MarkOrderReadyForPickupRequest | svc.CollectOrderRequest) -> tuple[str, str]:
+    """Validate a request about an order's pickup at a store; the customer and the order id."""
+    check = Checker()
+    customer, order = _order(check, request.name)
+    _store(check, "pickup_store", request.pickup_store)
+    check.request_id("request_id", request.request_id)
+    check.raise_if_invalid()
+    return customer, order
+
+
 def _short(check: Checker, field: str, value: str, max_len: int) -> None:
     if len(value) > max_len:
         check.fail(field, f"must be at most {max_len} characters", "INVALID_LENGTH")
@@ -118,8 +139,6 @@ class CartServicer(svc_grpc.CartServiceServicer):
             quantity=line.quantity,
             fulfillment=fulfillment,
             currency=request.currency_code,
-            etag=request.etag,
-            request_id=request.request_id,
         )
 
     async def UpdateCartLine(
@@ -158,13 +177,7 @@ class CartServicer(svc_grpc.CartServiceServicer):
         check.request_id("request_id", request.request_id)
         check.raise_if_invalid()
         return await self.carts.update_line(
-            request,
-            customer=customer,
-            line_id=request.line_id,
-            quantity=quantity,
-            fulfillment=fulfillment,
-            etag=request.etag,
-            request_id=request.request_id,
+            request, customer=customer, quantity=quantity, fulfillment=fulfillment
         )
 
     async def RemoveCartLine(
@@ -175,48 +188,24 @@ class CartServicer(svc_grpc.CartServiceServicer):
         check.require("line_id", request.line_id)
         check.request_id("request_id", request.request_id)
         check.raise_if_invalid()
-        return await self.carts.remove_line(
-            request,
-            customer=customer,
-            line_id=request.line_id,
-            etag=request.etag,
-            request_id=request.request_id,
-        )
+        return await self.carts.remove_line(request, customer=customer)
 
     async def ClearCart(self, request: svc.ClearCartRequest, context: grpc.aio.ServicerContext) -> r.Cart:
         check = Checker()
         customer = _cart(check, "name", request.name)
         check.request_id("request_id", request.request_id)
         check.raise_if_invalid()
-        return await self.carts.clear(
-            request, customer=customer, etag=request.etag, request_id=request.request_id
-        )
+        return await self.carts.clear(request, customer=customer)
 
     async def ApplyPromotionCode(
         self, request: svc.ApplyPromotionCodeRequest, context: grpc.aio.ServicerContext
     ) -> r.Cart:
-        check = Checker()
-        customer = _cart(check, "name", request.name)
-        if check.require("code", request.code.strip()):
-            _short(check, "code", request.code, 64)
-        check.request_id("request_id", request.request_id)
-        check.raise_if_invalid()
-        return await self.carts.apply_code(
-            request, customer=customer, code=request.code, etag=request.etag, request_id=request.request_id
-        )
+        return await self.carts.apply_code(request, customer=_code_change(request))
 
     async def RemovePromotionCode(
         self, request: svc.RemovePromotionCodeRequest, context: grpc.aio.ServicerContext
     ) -> r.Cart:
-        check = Checker()
-        customer = _cart(check, "name", request.name)
-        if check.require("code", request.code.strip()):
-            _short(check, "code", request.code, 64)
-        check.request_id("request_id", request.request_id)
-        check.raise_if_invalid()
-        return await self.carts.remove_code(
-            request, customer=customer, code=request.code, etag=request.etag, request_id=request.request_id
-        )
+        return await self.carts.remove_code(request, customer=_code_change(request))
 
     async def MergeCarts(self, request: svc.MergeCartsRequest, context: grpc.aio.ServicerContext) -> r.Cart:
         check = Checker()
@@ -320,49 +309,24 @@ class CartServicer(svc_grpc.CartServiceServicer):
         _short(check, "reason", request.reason, 500)
         check.request_id("request_id", request.request_id)
         check.raise_if_invalid()
-        return await self.orders.cancel(
-            request,
-            customer=customer,
-            order_id=order,
-            reason=request.reason,
-            etag=request.etag,
-            request_id=request.request_id,
-        )
+        return await self.orders.cancel(request, customer=customer, order_id=order)
 
     async def MarkOrderReadyForPickup(
         self, request: svc.MarkOrderReadyForPickupRequest, context: grpc.aio.ServicerContext
     ) -> r.Order:
-        check = Checker()
-        customer, order = _order(check, request.name)
-        _store(check, "pickup_store", request.pickup_store)
-        check.request_id("request_id", request.request_id)
-        check.raise_if_invalid()
+        customer, order = _pickup_change(request)
         return await self.orders.mark_ready(
             request,
             customer=customer,
             order_id=order,
-            pickup_store=request.pickup_store,
             deadline=from_ts(request.pickup_deadline) if request.HasField("pickup_deadline") else None,
-            etag=request.etag,
-            request_id=request.request_id,
         )
 
     async def CollectOrder(
         self, request: svc.CollectOrderRequest, context: grpc.aio.ServicerContext
     ) -> r.Order:
-        check = Checker()
-        customer, order = _order(check, request.name)
-        _store(check, "pickup_store", request.pickup_store)
-        check.request_id("request_id", request.request_id)
-        check.raise_if_invalid()
-        return await self.orders.collect(
-            request,
-            customer=customer,
-            order_id=order,
-            pickup_store=request.pickup_store,
-            etag=request.etag,
-            request_id=request.request_id,
-        )
+        customer, order = _pickup_change(request)
+        return await self.orders.collect(request, customer=customer, order_id=order)
 
     async def MarkOrderShipped(
         self, request: svc.MarkOrderShippedRequest, context: grpc.aio.ServicerContext
@@ -372,14 +336,7 @@ class CartServicer(svc_grpc.CartServiceServicer):
         _short(check, "tracking_reference", request.tracking_reference, 200)
         check.request_id("request_id", request.request_id)
         check.raise_if_invalid()
-        return await self.orders.ship(
-            request,
-            customer=customer,
-            order_id=order,
-            tracking=request.tracking_reference,
-            etag=request.etag,
-            request_id=request.request_id,
-        )
+        return await self.orders.ship(request, customer=customer, order_id=order)
 
     # ---------------------------------------------------------------------------------------
     # Promotions

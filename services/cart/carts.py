@@ -17,11 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeAlias
 
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime.context import current_channel, current_principal
@@ -78,6 +80,32 @@ class Prepared:
 Apply = Callable[[Cart, Prepared, datetime, AsyncSession], Awaitable[list[str] | None]]
 # prepare(cart, cached_only) -> what the change needs from the catalogue (None: not cached).
 Prepare = Callable[[Cart, bool], Awaitable[Prepared | None]]
+# The requests of cart changes: each carries the etag it expects and its AIP-155 request id.
+ChangeRequest: TypeAlias = (
+    svc.AddCartLineRequest
+    | svc.UpdateCartLineRequest
+    | svc.RemoveCartLineRequest
+    | svc.ClearCartRequest
+    | svc.ApplyPromotionCodeRequest
+    | svc.RemovePromotionCodeRequest
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A kind of cart change: its RPC (the idempotency scope), what it announces, its metric."""
+
+    method: str
+    kind: int
+    metric: str
+
+
+ADD_LINE = Change("AddCartLine", r.CART_CHANGE_KIND_LINE_ADDED, "add_item")
+UPDATE_LINE = Change("UpdateCartLine", r.CART_CHANGE_KIND_LINE_UPDATED, "update_line")
+REMOVE_LINE = Change("RemoveCartLine", r.CART_CHANGE_KIND_LINE_REMOVED, "remove_item")
+CLEAR = Change("ClearCart", r.CART_CHANGE_KIND_CLEARED, "clear")
+APPLY_CODE = Change("ApplyPromotionCode", r.CART_CHANGE_KIND_PROMOTION_APPLIED, "apply_promotion")
+REMOVE_CODE = Change("RemovePromotionCode", r.CART_CHANGE_KIND_PROMOTION_REMOVED, "remove_promotion")
 
 
 class CartOps:
@@ -218,19 +246,19 @@ class CartOps:
 
     async def mutate(
         self,
+        change: Change,
+        request: ChangeRequest,
         *,
-        method: str,
         customer: str,
-        request: Message,
-        request_id: str,
-        etag: str,
-        kind: int,
-        metric: str,
-        prepare: Prepare,
         apply: Apply,
+        prepare: Prepare | None = None,
     ) -> r.Cart:
+        """Run one cart change: AIP-155 replay, etag check, catalogue facts (``prepare``; by
+        default only fresh prices for stale lines), ``apply``, repricing, codes, event, metric."""
+        prepare = prepare or self._prices_only
+        etag, request_id, kind = request.etag, request.request_id, change.kind
         name = f"customers/{customer}/cart"
-        scope = f"{method}:{name}"
+        scope = f"{change.method}:{name}"
         event: ev.CartUpdatedEvent | None = None
         response: r.Cart | None = None
         try:
@@ -261,9 +289,12 @@ class CartOps:
                 raise
             return replay
         if event is not None:
-            metrics.MUTATIONS.labels(metric).inc()
+            metrics.MUTATIONS.labels(change.metric).inc()
             self.hub.deliver(event)
         return response
+
+    async def _prices_only(self, cart: Cart, cached_only: bool) -> Prepared | None:
+        return await self.prefetch(cart, need=[], cached_only=cached_only)
 
     # ---------------------------------------------------------------------------------------
     # Lines
@@ -271,15 +302,13 @@ class CartOps:
 
     async def add_line(
         self,
-        request: Message,
+        request: svc.AddCartLineRequest,
         *,
         customer: str,
         item: str,
         quantity: int,
         fulfillment: Fulfillment,
         currency: str,
-        etag: str,
-        request_id: str,
     ) -> r.Cart:
         async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
             return await self.prefetch(
@@ -306,29 +335,18 @@ class CartOps:
                 limits=self.config.limits,
             )
 
-        return await self.mutate(
-            method="AddCartLine",
-            customer=customer,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            kind=r.CART_CHANGE_KIND_LINE_ADDED,
-            metric="add_item",
-            prepare=prepare,
-            apply=apply,
-        )
+        return await self.mutate(ADD_LINE, request, customer=customer, prepare=prepare, apply=apply)
 
     async def update_line(
         self,
-        request: Message,
+        request: svc.UpdateCartLineRequest,
         *,
         customer: str,
-        line_id: str,
         quantity: int | None,
         fulfillment: Fulfillment | None,
-        etag: str,
-        request_id: str,
     ) -> r.Cart:
+        line_id = request.line_id
+
         async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
             line = line_rules.require_line(cart, line_id)
             store_name = fulfillment.pickup_store if fulfillment is not None else ""
@@ -343,40 +361,17 @@ class CartOps:
                 cart, line_id, quantity=quantity, fulfillment=chosen, now=now, limits=self.config.limits
             )
 
-        return await self.mutate(
-            method="UpdateCartLine",
-            customer=customer,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            kind=r.CART_CHANGE_KIND_LINE_UPDATED,
-            metric="update_line",
-            prepare=prepare,
-            apply=apply,
-        )
+        return await self.mutate(UPDATE_LINE, request, customer=customer, prepare=prepare, apply=apply)
 
-    async def remove_line(
-        self, request: Message, *, customer: str, line_id: str, etag: str, request_id: str
-    ) -> r.Cart:
-        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
-            return await self.prefetch(cart, need=[], cached_only=cached_only)
+    async def remove_line(self, request: svc.RemoveCartLineRequest, *, customer: str) -> r.Cart:
+        line_id = request.line_id
 
         async def apply(cart: Cart, _p: Prepared, _now: datetime, _s: AsyncSession) -> list[str]:
             return line_rules.remove_line(cart, line_id)
 
-        return await self.mutate(
-            method="RemoveCartLine",
-            customer=customer,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            kind=r.CART_CHANGE_KIND_LINE_REMOVED,
-            metric="remove_item",
-            prepare=prepare,
-            apply=apply,
-        )
+        return await self.mutate(REMOVE_LINE, request, customer=customer, apply=apply)
 
-    async def clear(self, request: Message, *, customer: str, etag: str, request_id: str) -> r.Cart:
+    async def clear(self, request: svc.ClearCartRequest, *, customer: str) -> r.Cart:
         async def prepare(_cart: Cart, _cached_only: bool) -> Prepared | None:
             return Prepared()
 
@@ -386,29 +381,14 @@ class CartOps:
             line_rules.clear(cart)
             return []
 
-        return await self.mutate(
-            method="ClearCart",
-            customer=customer,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            kind=r.CART_CHANGE_KIND_CLEARED,
-            metric="clear",
-            prepare=prepare,
-            apply=apply,
-        )
+        return await self.mutate(CLEAR, request, customer=customer, prepare=prepare, apply=apply)
 
     # ---------------------------------------------------------------------------------------
     # Promotion codes
     # ---------------------------------------------------------------------------------------
 
-    async def apply_code(
-        self, request: Message, *, customer: str, code: str, etag: str, request_id: str
-    ) -> r.Cart:
-        wanted = normalize_code(code)
-
-        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
-            return await self.prefetch(cart, need=[], cached_only=cached_only)
+    async def apply_code(self, request: svc.ApplyPromotionCodeRequest, *, customer: str) -> r.Cart:
+        wanted = normalize_code(request.code)
 
         async def apply(cart: Cart, _p: Prepared, now: datetime, session: AsyncSession) -> list[str] | None:
             if any(c.code == wanted for c in cart.codes):
@@ -446,25 +426,10 @@ class CartOps:
             cart.codes.append(AppliedCode(code=wanted, promotion=rule.name, display_name=rule.display_name))
             return []
 
-        return await self.mutate(
-            method="ApplyPromotionCode",
-            customer=customer,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            kind=r.CART_CHANGE_KIND_PROMOTION_APPLIED,
-            metric="apply_promotion",
-            prepare=prepare,
-            apply=apply,
-        )
+        return await self.mutate(APPLY_CODE, request, customer=customer, apply=apply)
 
-    async def remove_code(
-        self, request: Message, *, customer: str, code: str, etag: str, request_id: str
-    ) -> r.Cart:
-        wanted = normalize_code(code)
-
-        async def prepare(cart: Cart, cached_only: bool) -> Prepared | None:
-            return await self.prefetch(cart, need=[], cached_only=cached_only)
+    async def remove_code(self, request: svc.RemovePromotionCodeRequest, *, customer: str) -> r.Cart:
+        wanted = normalize_code(request.code)
 
         async def apply(cart: Cart, _p: Prepared, _now: datetime, _s: AsyncSession) -> list[str] | None:
             kept = [c for c in cart.codes if c.code != wanted]
@@ -473,17 +438,7 @@ class CartOps:
             cart.codes = kept
             return []
 
-        return await self.mutate(
-            method="RemovePromotionCode",
-            customer=customer,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            kind=r.CART_CHANGE_KIND_PROMOTION_REMOVED,
-            metric="remove_promotion",
-            prepare=prepare,
-            apply=apply,
-        )
+        return await self.mutate(REMOVE_CODE, request, customer=customer, apply=apply)
 
     # ---------------------------------------------------------------------------------------
     # Merge

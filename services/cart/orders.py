@@ -12,11 +12,13 @@ import builtins
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni.type.v1 import channel_pb2
@@ -36,9 +38,17 @@ from services.cart.inventory_client import InventoryClient, ReservationRefused
 DOMAIN = "omni.cart"
 ORDER_PATTERN = "customers/{customer}/orders/{order}"
 NAMESPACE = uuid.UUID("0b6f6c3e-8d0c-4d3e-9a57-4c8f3f1f2b90")
+T = TypeVar("T")
 # Contract: a pickup is held at most 14 days after the order was placed.
 MAX_PICKUP = timedelta(days=14)
 
+# The requests of order changes: each carries the etag it expects and its AIP-155 request id.
+ChangeRequest: TypeAlias = (
+    svc.CancelOrderRequest
+    | svc.MarkOrderReadyForPickupRequest
+    | svc.CollectOrderRequest
+    | svc.MarkOrderShippedRequest
+)
 # An event to emit, built from the order after the change.
 EventFactory = Callable[[r.Order], Message]
 Change = Callable[[r.Order, AsyncSession, datetime], Awaitable[list[EventFactory] | None]]
@@ -75,6 +85,14 @@ def _refused(order: r.Order, refusal: ReservationRefused) -> FailedPrecondition:
         domain=DOMAIN,
         metadata={"resource": order.name, **refusal.metadata},
     )
+
+
+async def _refusals_of(order: r.Order, call: Awaitable[T]) -> T:
+    """The answer of an inventory call made for ``order``; a refusal becomes FAILED_PRECONDITION."""
+    try:
+        return await call
+    except ReservationRefused as refusal:
+        raise _refused(order, refusal) from refusal
 
 
 class OrderOps:
@@ -123,16 +141,10 @@ class OrderOps:
     # ---------------------------------------------------------------------------------------
 
     async def mutate(
-        self,
-        *,
-        method: str,
-        customer: str,
-        order_id: str,
-        request: Message,
-        request_id: str,
-        etag: str,
-        change: Change,
+        self, method: str, request: ChangeRequest, *, customer: str, order_id: str, change: Change
     ) -> r.Order:
+        """Run one order change: AIP-155 replay, lock, etag check, ``change``, state, events."""
+        etag, request_id = request.etag, request.request_id
         name = names.build(ORDER_PATTERN, customer=customer, order=order_id)
         scope = f"{method}:{name}"
         try:
@@ -173,9 +185,9 @@ class OrderOps:
     # Lifecycle
     # ---------------------------------------------------------------------------------------
 
-    async def cancel(
-        self, request: Message, *, customer: str, order_id: str, reason: str, etag: str, request_id: str
-    ) -> r.Order:
+    async def cancel(self, request: svc.CancelOrderRequest, *, customer: str, order_id: str) -> r.Order:
+        reason = request.reason
+
         async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
             self.authorize(order)
             if not rules.check_cancellable(order):
@@ -192,15 +204,7 @@ class OrderOps:
             actor = current_principal.get().subject
             return [lambda o: self._cancelled_event(o, customer, reason, now, automatic=False, actor=actor)]
 
-        return await self.mutate(
-            method="CancelOrder",
-            customer=customer,
-            order_id=order_id,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            change=change,
-        )
+        return await self.mutate("CancelOrder", request, customer=customer, order_id=order_id, change=change)
 
     @staticmethod
     def _cancelled_event(
@@ -219,15 +223,14 @@ class OrderOps:
 
     async def mark_ready(
         self,
-        request: Message,
+        request: svc.MarkOrderReadyForPickupRequest,
         *,
         customer: str,
         order_id: str,
-        pickup_store: str,
         deadline: datetime | None,
-        etag: str,
-        request_id: str,
     ) -> r.Order:
+        pickup_store = request.pickup_store
+
         async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
             group = rules.pickup_group(order, pickup_store)
             store_name = group.fulfillment.pickup_store
@@ -247,12 +250,12 @@ class OrderOps:
                     ]
                 )
             until = deadline or min(now + self.config.pickup_window, latest)
-            try:
-                extended = await self.inventory.extend(
+            extended = await _refusals_of(
+                order,
+                self.inventory.extend(
                     group.reservation, until=until, request_id=_step_id(order, f"ready:{store_name}")
-                )
-            except ReservationRefused as refusal:
-                raise _refused(order, refusal) from refusal
+                ),
+            )
             group.state = rules.READY
             group.ready_time.CopyFrom(ts(now))
             group.pickup_deadline.CopyFrom(
@@ -278,36 +281,19 @@ class OrderOps:
             return [event]
 
         return await self.mutate(
-            method="MarkOrderReadyForPickup",
-            customer=customer,
-            order_id=order_id,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            change=change,
+            "MarkOrderReadyForPickup", request, customer=customer, order_id=order_id, change=change
         )
 
-    async def collect(
-        self, request: Message, *, customer: str, order_id: str, pickup_store: str, etag: str, request_id: str
-    ) -> r.Order:
+    async def collect(self, request: svc.CollectOrderRequest, *, customer: str, order_id: str) -> r.Order:
+        pickup_store = request.pickup_store
+
         async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
             group = rules.pickup_group(order, pickup_store)
             store_name = group.fulfillment.pickup_store
             self.authorize(order, store_name)
             if not rules.check_handover(order, group):
                 return None
-            try:
-                await self.inventory.commit(
-                    group.reservation,
-                    reference=order.order_number,
-                    request_id=_step_id(order, f"collect:{store_name}"),
-                )
-            except ReservationRefused as refusal:
-                raise _refused(order, refusal) from refusal
-            actor = current_principal.get().subject
-            group.state = rules.COLLECTED
-            group.fulfill_time.CopyFrom(ts(now))
-            group.fulfilled_by = actor
+            actor = await self._hand_over(order, group, rules.COLLECTED, f"collect:{store_name}", now)
             line_ids = list(group.line_ids)
             channel = current_channel.get().to_proto()
 
@@ -324,33 +310,17 @@ class OrderOps:
 
             return [event]
 
-        return await self.mutate(
-            method="CollectOrder",
-            customer=customer,
-            order_id=order_id,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            change=change,
-        )
+        return await self.mutate("CollectOrder", request, customer=customer, order_id=order_id, change=change)
 
-    async def ship(
-        self, request: Message, *, customer: str, order_id: str, tracking: str, etag: str, request_id: str
-    ) -> r.Order:
+    async def ship(self, request: svc.MarkOrderShippedRequest, *, customer: str, order_id: str) -> r.Order:
+        tracking = request.tracking_reference
+
         async def change(order: r.Order, _s: AsyncSession, now: datetime) -> list[EventFactory] | None:
             group = rules.ship_group(order)
             self.authorize(order)
             if not rules.check_handover(order, group):
                 return None
-            try:
-                await self.inventory.commit(
-                    group.reservation, reference=order.order_number, request_id=_step_id(order, "ship")
-                )
-            except ReservationRefused as refusal:
-                raise _refused(order, refusal) from refusal
-            group.state = rules.SHIPPED
-            group.fulfill_time.CopyFrom(ts(now))
-            group.fulfilled_by = current_principal.get().subject
+            await self._hand_over(order, group, rules.SHIPPED, "ship", now)
             group.tracking_reference = tracking
             line_ids = list(group.line_ids)
 
@@ -366,14 +336,24 @@ class OrderOps:
             return [event]
 
         return await self.mutate(
-            method="MarkOrderShipped",
-            customer=customer,
-            order_id=order_id,
-            request=request,
-            request_id=request_id,
-            etag=etag,
-            change=change,
+            "MarkOrderShipped", request, customer=customer, order_id=order_id, change=change
         )
+
+    async def _hand_over(
+        self, order: r.Order, group: r.FulfillmentGroup, state: int, step: str, now: datetime
+    ) -> str:
+        """The goods of ``group`` leave (collected or shipped): commit its reservation in the
+        inventory, then record who handed them over and when; returns who did."""
+        await _refusals_of(
+            order,
+            self.inventory.commit(
+                group.reservation, reference=order.order_number, request_id=_step_id(order, step)
+            ),
+        )
+        group.state = state  # type: ignore[assignment]
+        group.fulfill_time.CopyFrom(ts(now))
+        group.fulfilled_by = current_principal.get().subject
+        return group.fulfilled_by
 
     async def reservation_expired(self, session: AsyncSession, reservation: str, owner: str) -> bool:
         """A group's reservation expired (pickup not collected in time): cancel that group, and
