@@ -296,13 +296,17 @@ async def insert_identifier(session: AsyncSession, values: dict[str, Any]) -> bo
     return result.first() is not None
 
 
-async def bump_customer(session: AsyncSession, customer_id: str, **values: Any) -> None:
-    """Change a customer row and its version (the etag)."""
+async def bump(session: AsyncSession, table: Table, row_id: str, **values: Any) -> None:
+    """Change a versioned row (customer, staff member, service client) and its version (the etag)."""
     await session.execute(
-        update(customers)
-        .where(customers.c.id == customer_id)
-        .values(**values, update_time=func.now(), version=customers.c.version + 1)
+        update(table)
+        .where(table.c.id == row_id)
+        .values(**values, update_time=func.now(), version=table.c.version + 1)
     )
+
+
+async def bump_customer(session: AsyncSession, customer_id: str, **values: Any) -> None:
+    await bump(session, customers, customer_id, **values)
 
 
 async def throttle_row(session: AsyncSession, key: bytes) -> Row[Any] | None:

@@ -3,17 +3,20 @@ one-time-code challenges, counted log-in failures, identifier validation."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import select, update
+from google.protobuf.message import Message
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.identity.v1 import events_pb2, identity_service_pb2, resources_pb2
 from omni_runtime.context import ChannelInfo, current_channel
 from omni_runtime.errors import (
+    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -33,6 +36,42 @@ Customer = resources_pb2.Customer
 CUSTOMER_PATTERN = "customers/{customer}"
 IDENTIFIER_PATTERN = "customers/{customer}/identifiers/{identifier}"
 UNLINK = events_pb2.IdentifierUnlinkedEvent
+M = TypeVar("M", bound=Message)
+
+
+def check_etag(name: str, given: str, version: int) -> None:
+    """AIP-154: a given etag must be the row's current one; ABORTED with the current etag if not."""
+    if not domain.etag_matches(given, version):
+        raise Aborted(
+            f"{name} changed since it was read; read it again",
+            current_etag=domain.etag(version),
+            domain=DOMAIN,
+        )
+
+
+@dataclass(frozen=True)
+class Rows(Generic[M]):
+    """A table of versioned rows named ``<collection>/<id>``, and the resource a row becomes."""
+
+    table: Table
+    collection: str
+    to_proto: Callable[[Any], M]
+
+    async def row(self, session: AsyncSession, name: str, *, for_update: bool = False) -> Any:
+        """The row ``name`` names; NOT_FOUND if there is none."""
+        query = select(self.table).where(self.table.c.id == name.removeprefix(self.collection))
+        row = (await session.execute(query.with_for_update() if for_update else query)).first()
+        if row is None:
+            raise NotFound(name, domain=DOMAIN)
+        return row
+
+    async def reload(self, session: AsyncSession, row_id: str) -> M:
+        """The resource as it is now (after a change in this transaction)."""
+        row = (await session.execute(select(self.table).where(self.table.c.id == row_id))).one()
+        return self.to_proto(row)
+
+    async def bump(self, session: AsyncSession, row_id: str, **values: Any) -> None:
+        await store.bump(session, self.table, row_id, **values)
 
 
 def with_changes(row: Any, **changes: Any) -> SimpleNamespace:

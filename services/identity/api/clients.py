@@ -7,19 +7,19 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni.type.v1 import channel_pb2
 from omni_runtime.context import channel_name
-from omni_runtime.errors import Aborted, NotFound, Unauthenticated
+from omni_runtime.errors import Unauthenticated
 from omni_runtime.listing import Field, Kind
 from omni_runtime.validation import Checker
 from services.identity import domain, metrics, store
 from services.identity.api import convert
-from services.identity.api.base import HandlerBase, too_many_attempts
+from services.identity.api.base import HandlerBase, Rows, check_etag, too_many_attempts
 from services.identity.api.common import DOMAIN, identity_listing, scope, transact
 from services.identity.sessions import Subject
 
@@ -48,6 +48,9 @@ def invalid_client() -> Unauthenticated:
     return Unauthenticated("invalid client credentials", reason="INVALID_CLIENT_CREDENTIALS", domain=DOMAIN)
 
 
+_CLIENT_ROWS = Rows(store.service_clients, "serviceClients/", convert.service_client)
+
+
 class ClientHandlers(HandlerBase):
     def _check_fields(self, check: Checker, client: resources_pb2.ServiceClient, fields: set[str]) -> None:
         if "display_name" in fields and check.require("service_client.display_name", client.display_name):
@@ -65,39 +68,6 @@ class ClientHandlers(HandlerBase):
                     f"must be whole seconds between 60 and {high}",
                     "OUT_OF_RANGE",
                 )
-
-    async def _row(self, session: AsyncSession, name: str, *, for_update: bool = False) -> Any:
-        query = select(store.service_clients).where(
-            store.service_clients.c.id == name.removeprefix("serviceClients/")
-        )
-        row = (await session.execute(query.with_for_update() if for_update else query)).first()
-        if row is None:
-            raise NotFound(name, domain=DOMAIN)
-        return row
-
-    async def _reload_client(self, session: AsyncSession, client_id: str) -> resources_pb2.ServiceClient:
-        row = (
-            await session.execute(
-                select(store.service_clients).where(store.service_clients.c.id == client_id)
-            )
-        ).one()
-        return convert.service_client(row)
-
-    async def _bump_client(self, session: AsyncSession, client_id: str, **values: Any) -> None:
-        await session.execute(
-            update(store.service_clients)
-            .where(store.service_clients.c.id == client_id)
-            .values(**values, update_time=func.now(), version=store.service_clients.c.version + 1)
-        )
-
-    @staticmethod
-    def _check_client_etag(name: str, given: str, row: Any) -> None:
-        if not domain.etag_matches(given, row.version):
-            raise Aborted(
-                f"{name} changed since it was read; read it again",
-                current_etag=domain.etag(row.version),
-                domain=DOMAIN,
-            )
 
     async def CreateServiceClient(
         self, request: pb.CreateServiceClientRequest, context: grpc.aio.ServicerContext
@@ -126,7 +96,7 @@ class ClientHandlers(HandlerBase):
                 )
             )
             return pb.CreateServiceClientResponse(
-                service_client=await self._reload_client(session, client_id), client_secret=secret
+                service_client=await _CLIENT_ROWS.reload(session, client_id), client_secret=secret
             )
 
         return await transact(
@@ -140,7 +110,7 @@ class ClientHandlers(HandlerBase):
         check.name("name", request.name, CLIENT_PATTERN)
         check.raise_if_invalid()
         async with self.d.db.transaction() as session:
-            return convert.service_client(await self._row(session, request.name))
+            return convert.service_client(await _CLIENT_ROWS.row(session, request.name))
 
     async def ListServiceClients(
         self, request: pb.ListServiceClientsRequest, context: grpc.aio.ServicerContext
@@ -167,8 +137,8 @@ class ClientHandlers(HandlerBase):
         given = request.service_client
 
         async def body(session: AsyncSession) -> resources_pb2.ServiceClient:
-            row = await self._row(session, name, for_update=True)
-            self._check_client_etag(name, given.etag, row)
+            row = await _CLIENT_ROWS.row(session, name, for_update=True)
+            check_etag(name, given.etag, row.version)
             values: dict[str, Any] = {}
             if "display_name" in paths:
                 values["display_name"] = given.display_name
@@ -181,8 +151,8 @@ class ClientHandlers(HandlerBase):
                     given.token_lifetime.seconds if given.HasField("token_lifetime") else None
                 )
             if any(getattr(row, k) != v for k, v in values.items()):
-                await self._bump_client(session, row.id, **values)
-            return await self._reload_client(session, row.id)
+                await _CLIENT_ROWS.bump(session, row.id, **values)
+            return await _CLIENT_ROWS.reload(session, row.id)
 
         return await transact(
             self.d.db, scope("UpdateServiceClient"), request, resources_pb2.ServiceClient, body
@@ -197,8 +167,8 @@ class ClientHandlers(HandlerBase):
         check.raise_if_invalid()
 
         async def body(session: AsyncSession) -> empty_pb2.Empty:
-            row = await self._row(session, request.name, for_update=True)
-            self._check_client_etag(request.name, request.etag, row)
+            row = await _CLIENT_ROWS.row(session, request.name, for_update=True)
+            check_etag(request.name, request.etag, row.version)
             await session.execute(store.service_clients.delete().where(store.service_clients.c.id == row.id))
             return empty_pb2.Empty()
 
@@ -218,11 +188,11 @@ class ClientHandlers(HandlerBase):
         secret_hash = await self.d.passwords.hash(secret)
 
         async def body(session: AsyncSession) -> pb.RotateServiceClientSecretResponse:
-            row = await self._row(session, request.name, for_update=True)
-            self._check_client_etag(request.name, request.etag, row)
+            row = await _CLIENT_ROWS.row(session, request.name, for_update=True)
+            check_etag(request.name, request.etag, row.version)
             now = datetime.now(UTC)
             previous_expire = now + validity
-            await self._bump_client(
+            await _CLIENT_ROWS.bump(
                 session,
                 row.id,
                 secret_hash=secret_hash,
@@ -231,7 +201,7 @@ class ClientHandlers(HandlerBase):
                 previous_secret_expire_time=previous_expire if validity else None,
             )
             response = pb.RotateServiceClientSecretResponse(
-                service_client=await self._reload_client(session, row.id), client_secret=secret
+                service_client=await _CLIENT_ROWS.reload(session, row.id), client_secret=secret
             )
             response.previous_secret_expire_time.FromDatetime(previous_expire)
             return response

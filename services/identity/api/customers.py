@@ -11,19 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni_runtime.context import current_principal
-from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
+from omni_runtime.errors import FailedPrecondition, NotFound
 from omni_runtime.validation import Checker
-from services.identity import domain, events, store
+from services.identity import events, store
 from services.identity.api import convert
-from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase
+from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase, check_etag
 from services.identity.api.common import DOMAIN, reading, scope, transact
 from services.identity.sessions import Reason
-
-
-def _stale(name: str, version: int) -> Aborted:
-    return Aborted(
-        f"{name} changed since it was read; read it again", current_etag=domain.etag(version), domain=DOMAIN
-    )
 
 
 class CustomerHandlers(HandlerBase):
@@ -52,8 +46,7 @@ class CustomerHandlers(HandlerBase):
 
         async def body(session: AsyncSession) -> resources_pb2.Customer:
             row = await self.customer_row(session, name, for_update=True, usable=True)
-            if not domain.etag_matches(request.customer.etag, row.version):
-                raise _stale(name, row.version)
+            check_etag(name, request.customer.etag, row.version)
             if "display_name" in paths and request.customer.display_name != row.display_name:
                 await store.bump_customer(session, row.id, display_name=request.customer.display_name)
             return await self.reload_customer(session, row.id)
@@ -71,8 +64,7 @@ class CustomerHandlers(HandlerBase):
 
         async def body(session: AsyncSession) -> resources_pb2.Customer:
             row = await self.customer_row(session, request.name, for_update=True, usable=True)
-            if not domain.etag_matches(request.etag, row.version):
-                raise _stale(request.name, row.version)
+            check_etag(request.name, request.etag, row.version)
             if row.state == Customer.STATE_GUEST:
                 raise FailedPrecondition(
                     "a guest cannot be locked",
@@ -102,8 +94,7 @@ class CustomerHandlers(HandlerBase):
 
         async def body(session: AsyncSession) -> resources_pb2.Customer:
             row = await self.customer_row(session, request.name, for_update=True, usable=True)
-            if not domain.etag_matches(request.etag, row.version):
-                raise _stale(request.name, row.version)
+            check_etag(request.name, request.etag, row.version)
             if row.state == Customer.STATE_GUEST:
                 raise FailedPrecondition(
                     "a guest is never locked",
@@ -138,8 +129,7 @@ class CustomerHandlers(HandlerBase):
             row = await self.customer_row(session, request.name, for_update=True)
             if row.state == Customer.STATE_ERASED:
                 return await self.customer_proto(session, row)
-            if not domain.etag_matches(request.etag, row.version):
-                raise _stale(request.name, row.version)
+            check_etag(request.name, request.etag, row.version)
             if row.state == Customer.STATE_MERGED:
                 raise FailedPrecondition(
                     "a merged guest holds no data of its own; erase the customer it was merged into",

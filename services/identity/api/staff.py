@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,12 +15,19 @@ from omni.identity.v1 import resources_pb2
 from omni_runtime import names
 from omni_runtime.context import current_channel
 from omni_runtime.db.idempotency import recall
-from omni_runtime.errors import Aborted, AlreadyExists, NotFound, OmniError, PermissionDenied
+from omni_runtime.errors import AlreadyExists, OmniError, PermissionDenied
 from omni_runtime.listing import Condition, Field, Kind, compare
 from omni_runtime.validation import Checker
 from services.identity import domain, metrics, store
 from services.identity.api import convert
-from services.identity.api.base import HandlerBase, invalid_credentials, new_password, too_many_attempts
+from services.identity.api.base import (
+    HandlerBase,
+    Rows,
+    check_etag,
+    invalid_credentials,
+    new_password,
+    too_many_attempts,
+)
 from services.identity.api.common import DOMAIN, client_info, identity_listing, scope, transact
 from services.identity.sessions import Reason, staff_subject
 
@@ -105,38 +112,10 @@ def _email_taken() -> AlreadyExists:
     )
 
 
+_STAFF_ROWS = Rows(store.staff_members, "staffMembers/", convert.staff_member)
+
+
 class StaffHandlers(HandlerBase):
-    async def _staff_row(self, session: AsyncSession, name: str, *, for_update: bool = False) -> Any:
-        query = select(store.staff_members).where(
-            store.staff_members.c.id == name.removeprefix("staffMembers/")
-        )
-        row = (await session.execute(query.with_for_update() if for_update else query)).first()
-        if row is None:
-            raise NotFound(name, domain=DOMAIN)
-        return row
-
-    async def _reload_staff(self, session: AsyncSession, staff_id: str) -> resources_pb2.StaffMember:
-        row = (
-            await session.execute(select(store.staff_members).where(store.staff_members.c.id == staff_id))
-        ).one()
-        return convert.staff_member(row)
-
-    async def _bump_staff(self, session: AsyncSession, staff_id: str, **values: Any) -> None:
-        await session.execute(
-            update(store.staff_members)
-            .where(store.staff_members.c.id == staff_id)
-            .values(**values, update_time=func.now(), version=store.staff_members.c.version + 1)
-        )
-
-    @staticmethod
-    def _check_staff_etag(name: str, given: str, row: Any) -> None:
-        if not domain.etag_matches(given, row.version):
-            raise Aborted(
-                f"{name} changed since it was read; read it again",
-                current_etag=domain.etag(row.version),
-                domain=DOMAIN,
-            )
-
     # -- StaffLogin ---------------------------------------------------------------------------
 
     async def StaffLogin(
@@ -188,7 +167,7 @@ class StaffHandlers(HandlerBase):
 
         async def body(session: AsyncSession) -> resources_pb2.AuthToken | OmniError:
             now = datetime.now(UTC)
-            current = await self._staff_row(session, f"staffMembers/{row.id}", for_update=True)
+            current = await _STAFF_ROWS.row(session, f"staffMembers/{row.id}", for_update=True)
             if current.password_hash != stored:
                 return invalid_credentials()
             if current.state != StaffMember.STATE_ACTIVE:
@@ -251,7 +230,7 @@ class StaffHandlers(HandlerBase):
             ).first()
             if inserted is None:
                 raise _email_taken()
-            return await self._reload_staff(session, staff_id)
+            return await _STAFF_ROWS.reload(session, staff_id)
 
         return await transact(self.d.db, scope("CreateStaffMember"), request, resources_pb2.StaffMember, body)
 
@@ -262,7 +241,7 @@ class StaffHandlers(HandlerBase):
         check.name("name", request.name, STAFF_PATTERN)
         check.raise_if_invalid()
         async with self.d.db.transaction() as session:
-            return convert.staff_member(await self._staff_row(session, request.name))
+            return convert.staff_member(await _STAFF_ROWS.row(session, request.name))
 
     async def ListStaffMembers(
         self, request: pb.ListStaffMembersRequest, context: grpc.aio.ServicerContext
@@ -286,8 +265,8 @@ class StaffHandlers(HandlerBase):
         name = request.staff_member.name
 
         async def body(session: AsyncSession) -> resources_pb2.StaffMember:
-            row = await self._staff_row(session, name, for_update=True)
-            self._check_staff_etag(name, request.staff_member.etag, row)
+            row = await _STAFF_ROWS.row(session, name, for_update=True)
+            check_etag(name, request.staff_member.etag, row.version)
             merged = convert.staff_member(row)
             for path in paths:
                 if path == "roles":
@@ -313,8 +292,8 @@ class StaffHandlers(HandlerBase):
                 if taken is not None:
                     raise _email_taken()
             if any(values[k] != (list(row.roles) if k == "roles" else getattr(row, k)) for k in values):
-                await self._bump_staff(session, row.id, **values)
-            return await self._reload_staff(session, row.id)
+                await _STAFF_ROWS.bump(session, row.id, **values)
+            return await _STAFF_ROWS.reload(session, row.id)
 
         return await transact(self.d.db, scope("UpdateStaffMember"), request, resources_pb2.StaffMember, body)
 
@@ -325,13 +304,13 @@ class StaffHandlers(HandlerBase):
         check.raise_if_invalid()
 
         async def body(session: AsyncSession) -> resources_pb2.StaffMember:
-            row = await self._staff_row(session, request.name, for_update=True)
-            self._check_staff_etag(request.name, request.etag, row)
+            row = await _STAFF_ROWS.row(session, request.name, for_update=True)
+            check_etag(request.name, request.etag, row.version)
             if row.state != state:
-                await self._bump_staff(session, row.id, state=state, failed_logins=0, locked_until=None)
+                await _STAFF_ROWS.bump(session, row.id, state=state, failed_logins=0, locked_until=None)
                 if state == StaffMember.STATE_DISABLED:
                     await self.d.sessions.revoke_all(session, request.name, Reason.REASON_PRINCIPAL_DISABLED)
-            return await self._reload_staff(session, row.id)
+            return await _STAFF_ROWS.reload(session, row.id)
 
         return await transact(self.d.db, scope(method), request, resources_pb2.StaffMember, body)
 
@@ -356,11 +335,11 @@ class StaffHandlers(HandlerBase):
         password_hash = await self.d.passwords.hash(request.new_password)
 
         async def body(session: AsyncSession) -> resources_pb2.StaffMember:
-            row = await self._staff_row(session, request.name, for_update=True)
-            await self._bump_staff(
+            row = await _STAFF_ROWS.row(session, request.name, for_update=True)
+            await _STAFF_ROWS.bump(
                 session, row.id, password_hash=password_hash, failed_logins=0, locked_until=None
             )
             await self.d.sessions.revoke_all(session, request.name, Reason.REASON_PASSWORD_CHANGED)
-            return await self._reload_staff(session, row.id)
+            return await _STAFF_ROWS.reload(session, row.id)
 
         return await transact(self.d.db, scope("SetStaffPassword"), request, resources_pb2.StaffMember, body)
