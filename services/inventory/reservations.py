@@ -342,6 +342,12 @@ async def _locked(session: AsyncSession, reservation_id: str) -> store.AnyRow:
     return row
 
 
+def _require_unexpired(row: store.AnyRow, now: datetime) -> None:
+    """An ACTIVE reservation past its expiry is over, even before the sweeper marks it EXPIRED."""
+    if row.expire_time <= now:
+        raise not_active(row, f"{convert.reservation_name(row.id)} expired at {row.expire_time.isoformat()}")
+
+
 def _check_etag(row: store.AnyRow, given: str) -> None:
     if given and convert.version_of(given) != row.version:
         raise Aborted(
@@ -419,10 +425,7 @@ async def extend_reservation(
         authorize(convert.reservation(row))
         if row.state != ACTIVE:
             raise not_active(row)
-        if row.expire_time <= now:
-            raise not_active(
-                row, f"{convert.reservation_name(row.id)} expired at {row.expire_time.isoformat()}"
-            )
+        _require_unexpired(row, now)
         _check_etag(row, request.etag)
         expire_time = new_expiry(now)
         if expire_time > row.create_time + MAX_TTL:
@@ -443,48 +446,58 @@ async def extend_reservation(
     return reservation
 
 
+@dataclass(frozen=True)
+class _Ending:
+    """How a reservation ends on request: committed (the goods left) or released (given back)."""
+
+    method: str
+    state: int
+    already: tuple[int, ...]  # states in which a retry finds it ended already (answered as is)
+    label: str  # event and metric
+    movement: int
+    check_expiry: bool  # a release may give back what the sweeper has not expired yet
+
+
+_COMMIT = _Ending(
+    "inventory.CommitReservation",
+    COMMITTED,
+    (COMMITTED,),
+    "committed",
+    res.MOVEMENT_KIND_RESERVATION_COMMIT,
+    True,
+)
+_RELEASE = _Ending(
+    "inventory.ReleaseReservation",
+    RELEASED,
+    (RELEASED, EXPIRED),
+    "released",
+    res.MOVEMENT_KIND_RESERVATION_RELEASE,
+    False,
+)
+
+
 async def commit_reservation(
     unit: Unit, request: svc.CommitReservationRequest, reservation_id: str, authorize: Authorize
 ) -> res.Reservation:
-    changed = False
-
-    async def work(session: AsyncSession) -> res.Reservation:
-        nonlocal changed
-        now = utcnow()
-        row = await _locked(session, reservation_id)
-        authorize(convert.reservation(row))
-        if row.state == COMMITTED:
-            return convert.reservation(row)
-        if row.state != ACTIVE:
-            raise not_active(row)
-        if row.expire_time <= now:
-            raise not_active(
-                row, f"{convert.reservation_name(row.id)} expired at {row.expire_time.isoformat()}"
-            )
-        _check_etag(row, request.etag)
-        # State and event first: the level rows (possibly hot) are locked last, until commit.
-        reservation = convert.reservation(await _set_state(session, row, {"state": COMMITTED}, now))
-        await reservation_event(session, unit.outbox, "committed", reservation, now)
-        await unit.answer_early(session, reservation)
-        journal = unit.journal(session, now, request.request_id)
-        await _give_back(
-            session, journal, [row.id], res.MOVEMENT_KIND_RESERVATION_COMMIT, now, reference=request.reference
-        )
-        await journal.flush()
-        changed = True
-        return reservation
-
-    reservation, _ = await unit.idempotent(
-        "inventory.CommitReservation", request.request_id, request, res.Reservation, work
-    )
-    if changed:
-        metrics.RESERVATIONS.labels("committed").inc()
-    return reservation
+    return await _end(unit, request, reservation_id, authorize, _COMMIT, {}, reference=request.reference)
 
 
 async def release_reservation(
     unit: Unit, request: svc.ReleaseReservationRequest, reservation_id: str, authorize: Authorize
 ) -> res.Reservation:
+    values = {"release_reason": request.reason}
+    return await _end(unit, request, reservation_id, authorize, _RELEASE, values, reason=request.reason)
+
+
+async def _end(
+    unit: Unit,
+    request: svc.CommitReservationRequest | svc.ReleaseReservationRequest,
+    reservation_id: str,
+    authorize: Authorize,
+    ending: _Ending,
+    values: dict[str, Any],
+    **movement: str,
+) -> res.Reservation:
     changed = False
 
     async def work(session: AsyncSession) -> res.Reservation:
@@ -492,28 +505,27 @@ async def release_reservation(
         now = utcnow()
         row = await _locked(session, reservation_id)
         authorize(convert.reservation(row))
-        if row.state in (RELEASED, EXPIRED):
+        if row.state in ending.already:
             return convert.reservation(row)
         if row.state != ACTIVE:
             raise not_active(row)
+        if ending.check_expiry:
+            _require_unexpired(row, now)
         _check_etag(row, request.etag)
-        updated = await _set_state(session, row, {"state": RELEASED, "release_reason": request.reason}, now)
+        # State and event first: the level rows (possibly hot) are locked last, until commit.
+        updated = await _set_state(session, row, {"state": ending.state, **values}, now)
         reservation = convert.reservation(updated)
-        await reservation_event(session, unit.outbox, "released", reservation, now)
+        await reservation_event(session, unit.outbox, ending.label, reservation, now)
         await unit.answer_early(session, reservation)
         journal = unit.journal(session, now, request.request_id)
-        await _give_back(
-            session, journal, [row.id], res.MOVEMENT_KIND_RESERVATION_RELEASE, now, reason=request.reason
-        )
+        await _give_back(session, journal, [row.id], ending.movement, now, **movement)
         await journal.flush()
         changed = True
         return reservation
 
-    reservation, _ = await unit.idempotent(
-        "inventory.ReleaseReservation", request.request_id, request, res.Reservation, work
-    )
+    reservation, _ = await unit.idempotent(ending.method, request.request_id, request, res.Reservation, work)
     if changed:
-        metrics.RESERVATIONS.labels("released").inc()
+        metrics.RESERVATIONS.labels(ending.label).inc()
     return reservation
 
 
