@@ -39,6 +39,16 @@ UNLINK = events_pb2.IdentifierUnlinkedEvent
 M = TypeVar("M", bound=Message)
 
 
+def customer_is_guest(name: str, message: str) -> FailedPrecondition:
+    """What a guest cannot do (be locked, hold a log-in identifier): FAILED_PRECONDITION."""
+    return FailedPrecondition(
+        message,
+        reason="CUSTOMER_IS_GUEST",
+        domain=DOMAIN,
+        violations=[("STATE", name, "the customer is a guest")],
+    )
+
+
 def check_etag(name: str, given: str, version: int) -> None:
     """AIP-154: a given etag must be the row's current one; ABORTED with the current etag if not."""
     if not domain.etag_matches(given, version):

@@ -15,7 +15,7 @@ from omni_runtime.errors import FailedPrecondition, NotFound
 from omni_runtime.validation import Checker
 from services.identity import events, store
 from services.identity.api import convert
-from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase, check_etag
+from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase, check_etag, customer_is_guest
 from services.identity.api.common import DOMAIN, reading, scope, transact
 from services.identity.sessions import Reason
 
@@ -66,12 +66,7 @@ class CustomerHandlers(HandlerBase):
             row = await self.customer_row(session, request.name, for_update=True, usable=True)
             check_etag(request.name, request.etag, row.version)
             if row.state == Customer.STATE_GUEST:
-                raise FailedPrecondition(
-                    "a guest cannot be locked",
-                    reason="CUSTOMER_IS_GUEST",
-                    domain=DOMAIN,
-                    violations=[("STATE", request.name, "the customer is a guest")],
-                )
+                raise customer_is_guest(request.name, "a guest cannot be locked")
             if row.state != Customer.STATE_LOCKED:
                 await store.bump_customer(
                     session,
@@ -96,12 +91,7 @@ class CustomerHandlers(HandlerBase):
             row = await self.customer_row(session, request.name, for_update=True, usable=True)
             check_etag(request.name, request.etag, row.version)
             if row.state == Customer.STATE_GUEST:
-                raise FailedPrecondition(
-                    "a guest is never locked",
-                    reason="CUSTOMER_IS_GUEST",
-                    domain=DOMAIN,
-                    violations=[("STATE", request.name, "the customer is a guest")],
-                )
+                raise customer_is_guest(request.name, "a guest is never locked")
             if row.state == Customer.STATE_LOCKED or row.locked_until is not None or row.failed_logins:
                 await store.bump_customer(
                     session,

@@ -43,6 +43,7 @@ from services.identity.api.base import (
     UNLINK,
     Customer,
     HandlerBase,
+    customer_is_guest,
     identifier_key,
 )
 from services.identity.api.common import DOMAIN, identity_listing, reading, scope, transact
@@ -67,12 +68,7 @@ def _trusted_attester(subject: str) -> bool:
 
 
 def _guest_login_identifier(name: str) -> FailedPrecondition:
-    return FailedPrecondition(
-        "a guest cannot hold an e-mail address or phone number; register instead",
-        reason="CUSTOMER_IS_GUEST",
-        domain=DOMAIN,
-        violations=[("STATE", name, "the customer is a guest")],
-    )
+    return customer_is_guest(name, "a guest cannot hold an e-mail address or phone number; register instead")
 
 
 class IdentifierHandlers(HandlerBase):
