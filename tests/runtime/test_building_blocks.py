@@ -199,7 +199,7 @@ async def test_verified_tokens_are_remembered_until_they_expire() -> None:
     token = issue_token(key, subject="customers/a", roles=["customer"])
     first = await verifier.verify(token)
     assert await verifier.verify(token) == first
-    assert lookups == 1  # the second call never reached the signature check
+    assert lookups == 2  # the second call only checked that the key is still published
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     with pytest.raises(Unauthenticated):
         await verifier.verify(tampered)
@@ -210,3 +210,19 @@ async def test_verified_tokens_are_remembered_until_they_expire() -> None:
     for n in range(3):
         await verifier.verify(issue_token(key, subject=f"customers/x{n}", roles=["customer"]))
     assert len(verifier._verified) == 2
+
+
+async def test_remembered_tokens_end_when_their_key_is_retired() -> None:
+    key = SigningKey.generate("k1")
+    published = {"k1": key.private_key.public_key()}
+
+    class Keys:
+        async def key(self, kid: str):  # type: ignore[no-untyped-def]
+            return published.get(kid)
+
+    verifier = TokenVerifier(Keys())
+    token = issue_token(key, subject="customers/a", roles=["customer"])
+    assert (await verifier.verify(token)).subject == "customers/a"
+    published.clear()  # rotation retired k1
+    with pytest.raises(Unauthenticated):
+        await verifier.verify(token)

@@ -89,30 +89,32 @@ class TokenVerifier:
     Verified tokens are remembered until their own ``exp`` (bounded LRU): a channel client sends
     the same token on every call, and the signature check is most of the per-call cost of
     authentication. Only a fully verified token is ever remembered, keyed by the whole token
-    (signature included), so a forged or altered token never hits the cache.
+    (signature included), so a forged or altered token never hits the cache; and a remembered
+    token is honoured only while its signing key is still published, so retiring a key ends
+    its tokens at once, as it does without the cache.
     """
 
     def __init__(self, keys: KeySource, *, cache_size: int = 10_000) -> None:
         self._keys = keys
         self._cache_size = cache_size
-        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[Principal, float, str]] = OrderedDict()
 
     async def verify(self, token: str) -> Principal:
         found = self._verified.get(token)
         if found is not None:
-            principal, expires = found
-            if time.time() < expires + LEEWAY_SECONDS:
+            principal, expires, kid = found
+            if time.time() < expires + LEEWAY_SECONDS and await self._keys.key(kid) is not None:
                 self._verified.move_to_end(token)
                 return principal
             del self._verified[token]
-        principal, expires = await self._verify(token)
+        principal, expires, kid = await self._verify(token)
         if self._cache_size:
-            self._verified[token] = (principal, expires)
+            self._verified[token] = (principal, expires, kid)
             if len(self._verified) > self._cache_size:
                 self._verified.popitem(last=False)
         return principal
 
-    async def _verify(self, token: str) -> tuple[Principal, float]:
+    async def _verify(self, token: str) -> tuple[Principal, float, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -147,4 +149,4 @@ class TokenVerifier:
             session=str(claims.get("sid", "")),
             token_channel=str(claims.get("ch", "")),
         )
-        return principal, float(claims["exp"])
+        return principal, float(claims["exp"]), kid
