@@ -326,12 +326,10 @@ def parse_order_by(
     default: Sequence[tuple[str, bool]] = (),
     *,
     domain: str = "omni",
-    reason: str = INVALID_ORDER_BY,
 ) -> Order:
     """``"title desc, name"`` → ``[("title", True), ("name", False)]``; ``default`` when empty.
 
-    ``asc``/``desc`` may be written in any case; field names exactly. ``reason`` exists only for
-    a service that published another reason before this module (identity: INVALID_ORDER).
+    ``asc``/``desc`` may be written in any case; field names exactly.
     """
     if not text.strip():
         return list(default)
@@ -341,14 +339,20 @@ def parse_order_by(
         direction = words[1].lower() if len(words) == 2 else "asc"
         if not words or len(words) > 2 or direction not in ("asc", "desc"):
             raise _violation(
-                "order_by", f"cannot parse {part.strip()!r}; use `field` or `field desc`", reason, domain
+                "order_by",
+                f"cannot parse {part.strip()!r}; use `field` or `field desc`",
+                INVALID_ORDER_BY,
+                domain,
             )
         if words[0] not in allowed:
             raise _violation(
-                "order_by", f"cannot order by {words[0]!r}; use one of {', '.join(allowed)}", reason, domain
+                "order_by",
+                f"cannot order by {words[0]!r}; use one of {', '.join(allowed)}",
+                INVALID_ORDER_BY,
+                domain,
             )
         if any(words[0] == f for f, _ in out):
-            raise _violation("order_by", f"{words[0]} is named twice", reason, domain)
+            raise _violation("order_by", f"{words[0]} is named twice", INVALID_ORDER_BY, domain)
         out.append((words[0], direction == "desc"))
     return out
 
@@ -563,7 +567,6 @@ class Listing:
     tiebreak: Sequence[ColumnElement[Any]] = ()
     unique: Collection[str] = ()
     max_page_size: int = MAX_PAGE_SIZE
-    order_by_reason: str = INVALID_ORDER_BY
 
     def __post_init__(self) -> None:
         try:  # a typo fails at import, not on every call
@@ -592,9 +595,7 @@ class Listing:
         except InvalidArgument as exc:
             own.violations.extend(exc.violations)
         try:
-            order = parse_order_by(
-                request.order_by, self.order_by, order, domain=self.domain, reason=self.order_by_reason
-            )
+            order = parse_order_by(request.order_by, self.order_by, order, domain=self.domain)
         except InvalidArgument as exc:
             own.violations.extend(exc.violations)
         try:

@@ -139,7 +139,7 @@ async def test_session_list_input_is_validated(stub: Stub, admin: Admin) -> None
         stub.ListSessions(pb.ListSessionsRequest(parent="customers/x", order_by="colour"), metadata=admin),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    assert violations(err) == {("order_by", "INVALID_ORDER")}
+    assert violations(err) == {("order_by", "INVALID_ORDER_BY")}
     await expect(
         stub.ListSessions(pb.ListSessionsRequest(parent="customers/nobody"), metadata=admin),
         grpc.StatusCode.NOT_FOUND,

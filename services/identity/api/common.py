@@ -35,11 +35,8 @@ M = TypeVar("M", bound=Message)
 Body = Callable[[AsyncSession], Awaitable[M | OmniError]]
 
 DOMAIN = "omni.identity"
-# Identity's List methods: its domain, at most 200 per page, and the order_by reason it
-# published before the shared listing module (INVALID_ORDER, not the runtime's INVALID_ORDER_BY).
-identity_listing = functools.partial(
-    Listing, domain=DOMAIN, max_page_size=200, order_by_reason="INVALID_ORDER"
-)
+# Identity's List methods: its domain, at most 200 per page.
+identity_listing = functools.partial(Listing, domain=DOMAIN, max_page_size=200)
 
 
 @dataclass
