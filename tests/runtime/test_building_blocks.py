@@ -1,14 +1,9 @@
-"""Configuration, names, validation, permissions, key caching and request-id idempotency."""
+"""Configuration, names, validation, permissions and key caching (idempotency: test_idempotency.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
 from google.protobuf import field_mask_pb2
-from sqlalchemy.exc import IntegrityError
 
 from omni.probe.v1 import probe_pb2
 from omni_runtime import names
@@ -16,9 +11,6 @@ from omni_runtime.auth.keys import JwksKeySource
 from omni_runtime.auth.permissions import Scope, grant
 from omni_runtime.auth.tokens import SigningKey, TokenVerifier, issue_token
 from omni_runtime.config import ConfigError, Settings
-from omni_runtime.db import idempotency
-from omni_runtime.db.engine import Database
-from omni_runtime.db.migrate import upgrade_async
 from omni_runtime.errors import InvalidArgument, Unauthenticated
 from omni_runtime.validation import Checker
 
@@ -142,47 +134,6 @@ async def test_forged_kids_are_rate_limited() -> None:
     for i in range(20):
         assert await source.key(f"forged-{i}") is None
     assert fetches == 1
-
-
-@pytest.fixture(scope="module")
-async def db(database_url: str) -> AsyncIterator[Database]:
-    await upgrade_async("probe", database_url)
-    database = Database(database_url)
-    yield database
-    await database.close()
-
-
-async def test_request_id_returns_the_first_response(db: Database) -> None:
-    rid = str(uuid.uuid4())
-    request = probe_pb2.EchoRequest(name="customers/c/echoes/e", text="one")
-    async with db.transaction() as session:
-        assert await idempotency.recall(session, "probe.Echo", rid, request, probe_pb2.EchoResponse) is None
-        await idempotency.remember(session, "probe.Echo", rid, request, probe_pb2.EchoResponse(text="first"))
-    async with db.transaction() as session:
-        again = await idempotency.recall(session, "probe.Echo", rid, request, probe_pb2.EchoResponse)
-    assert again is not None and again.text == "first"
-    other = probe_pb2.EchoRequest(name="customers/c/echoes/e", text="two")
-    async with db.transaction() as session:
-        with pytest.raises(InvalidArgument, match="different request"):
-            await idempotency.recall(session, "probe.Echo", rid, other, probe_pb2.EchoResponse)
-
-
-async def test_concurrent_duplicates_race_on_the_key_and_one_loses(db: Database) -> None:
-    rid = str(uuid.uuid4())
-    request = probe_pb2.EchoRequest(name="customers/c/echoes/e", text="x")
-
-    async def attempt(i: int) -> str:
-        try:
-            async with db.transaction() as session:
-                await idempotency.remember(
-                    session, "probe.Echo", rid, request, probe_pb2.EchoResponse(text=str(i))
-                )
-            return "won"
-        except IntegrityError:
-            return "lost"
-
-    outcomes = await asyncio.gather(*(attempt(i) for i in range(10)))
-    assert outcomes.count("won") == 1
 
 
 async def test_verified_tokens_are_remembered_until_they_expire() -> None:

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+_AFTER_COMMIT = "omni_after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], object]) -> None:
+    """Run ``callback`` once the transaction of ``session`` (from ``Database.transaction``) has
+    committed, and never if it rolls back.
+
+    For effects that must describe only what was really written: counting domain metrics,
+    pushing a change to in-process watchers. Code that runs inside a transaction it does not
+    own (the work of ``idempotency.once``, a consumer's handler) has no "after" of its own; this
+    is it. Callbacks run in the order registered; they must be quick and must not fail.
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 class Database:
@@ -30,9 +44,13 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction: committed when the block ends, rolled back if it raises."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session in one transaction: committed when the block ends, rolled back if it raises.
+        Callbacks registered with ``after_commit`` run after the commit."""
+        async with self.sessions() as session:
+            async with session.begin():
+                yield session
+            for callback in session.info.pop(_AFTER_COMMIT, ()):
+                callback()
 
     async def ping(self) -> bool:
         try:

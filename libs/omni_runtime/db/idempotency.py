@@ -1,26 +1,48 @@
-"""Request-id idempotency (AIP-155), shared by every mutating RPC.
+"""Request-id idempotency (AIP-155), shared by every mutating RPC: ``once``.
 
 The first successful response to a request id is stored in the same transaction as the
-change it describes; a retry with that id gets the stored response and changes nothing. Two
-concurrent calls with one id race on the primary key: the loser's transaction fails on
-commit, and it then answers with the winner's response. Reusing an id for a different request
-is refused, since silently returning another request's result would mislead the caller.
+change it describes; a retry with that id gets the stored response and changes nothing.
+Reusing an id for a different request is refused (INVALID_ARGUMENT, ``REQUEST_ID_REUSED``),
+since silently returning another request's result would mislead the caller.
+
+Concurrent duplicates (a client that retries before its first call has answered) are
+serialized by the key itself: ``once`` *claims* ``(scope, request_id)`` first thing in its
+transaction by inserting the key's row with an empty answer. PostgreSQL makes a second insert
+of that key wait until the first transaction ends; then the duplicate either finds the
+committed answer and returns it, or (the first rolled back) claims the key and does the work
+itself. So a duplicate never runs the work beside its twin: it cannot fail where the first
+succeeded (INSUFFICIENT_STOCK for the stock its twin just took, ABORTED for the etag its twin
+just moved, REFRESH_TOKEN_REUSED for the token its twin just rotated), and nobody has to
+catch an IntegrityError on the key. It costs no extra round trip: the claim replaces the
+read of the stored answer, and storing the answer is an update of the claimed row.
+
+The claim is the first lock the transaction takes and the only one of its kind, so it
+cannot take part in a deadlock: a transaction waiting on a claim holds no other lock.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omni_runtime.db.engine import Database
 from omni_runtime.db.schema import idempotency_keys
-from omni_runtime.errors import FieldViolation, InvalidArgument
+from omni_runtime.errors import FieldViolation, InvalidArgument, OmniError
 
 M = TypeVar("M", bound=Message)
+
+# What ``once``'s work does in its transaction: the response, or an OmniError to raise after
+# committing (see ``once``).
+Work = Callable[[AsyncSession], Awaitable[M | OmniError]]
+
+_CLAIM = "omni_idempotency_claim"
 
 
 def fingerprint(request: Message) -> str:
@@ -32,12 +54,77 @@ def fingerprint(request: Message) -> str:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 
+async def once(
+    db: Database,
+    scope: str,
+    request_id: str,
+    request: Message,
+    response_type: type[M],
+    work: Work[M],
+) -> M:
+    """Run ``work`` in one transaction at most once per ``(scope, request_id)``; answer with
+    its response, or with the stored response of an earlier call with the same request id.
+
+    ``scope`` keeps request ids of different methods (and, for authenticated methods, of
+    different callers or resources) apart; the same scope must always mean the same kind of
+    request. Without a ``request_id`` the work simply runs in a transaction.
+
+    Errors ``work`` raises roll everything back and are not stored: a retry runs the work again
+    (it may succeed once the cause is gone). Some failures must leave a trace although the call
+    fails: a wrong password or one-time code counts an attempt, a reused refresh token revokes
+    its session. For those ``work`` *returns* the ``OmniError`` instead of raising it: ``once``
+    commits what the work wrote, without storing an answer, and then raises the error.
+
+    ``once`` returns only after the commit, and ``work`` runs at most once per call; effects
+    that must follow the commit go through ``omni_runtime.db.engine.after_commit``.
+    """
+    refusal: OmniError
+    async with db.transaction() as session:
+        if request_id:
+            stored = await _claim(session, scope, request_id, request, response_type)
+            if stored is not None:
+                return stored
+        outcome = await work(session)
+        claim: _Claim | None = session.info.pop(_CLAIM, None)
+        if not isinstance(outcome, OmniError):
+            if claim is not None and not claim.answered:
+                await _store(session, claim, outcome)
+            return outcome
+        if claim is not None:
+            await session.execute(delete(idempotency_keys).where(claim.key()))
+        refusal = outcome
+    raise refusal
+
+
+async def answer_early(session: AsyncSession, response: Message) -> None:
+    """Store ``once``'s answer now, before the rest of its work (a no-op outside ``once`` or
+    without a request id).
+
+    For work whose answer is known before it takes its hottest row locks (a reservation knows
+    its allocations before the guarded stock updates): writing the answer then happens outside
+    the critical section, which shortens how long a hot row stays locked. The transaction still
+    commits both or neither. The work must return this same response.
+    """
+    claim: _Claim | None = session.info.get(_CLAIM)
+    if claim is not None and not claim.answered:
+        await _store(session, claim, response)
+
+
 async def recall(
     session: AsyncSession, scope: str, request_id: str, request: Message, response_type: type[M]
 ) -> M | None:
-    """The stored response for ``(scope, request_id)``, or None if this is the first attempt."""
+    """The stored response for ``(scope, request_id)``, or None if there is none (yet).
+
+    ``once`` does this itself. Call it directly only to answer a retry before slow work that
+    must happen outside ``once``'s transaction (hashing a password, reading a peer service):
+    a retry is then answered without repeating that work, or failing it because the first
+    call already changed what it checks.
+    """
     if not request_id:
         return None
+    claim: _Claim | None = session.info.get(_CLAIM)
+    if claim is not None and (claim.scope, claim.request_id) == (scope, request_id):
+        return None  # the key this very transaction claimed: no earlier call answered it
     row = (
         await session.execute(
             select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
@@ -54,10 +141,59 @@ async def recall(
     return response_type.FromString(row.response)
 
 
+@dataclass
+class _Claim:
+    scope: str
+    request_id: str
+    answered: bool = False
+
+    def key(self) -> ColumnElement[bool]:
+        return and_(idempotency_keys.c.scope == self.scope, idempotency_keys.c.request_id == self.request_id)
+
+
+async def _claim(
+    session: AsyncSession, scope: str, request_id: str, request: Message, response_type: type[M]
+) -> M | None:
+    """Claim the key for this transaction (None), or return the answer stored under it.
+
+    The empty answer of a claim is never seen by another transaction: ``once`` replaces it
+    (or deletes the row) before it commits, and a rollback removes it; ``recall`` in the
+    claiming transaction itself knows it for what it is.
+    """
+    digest = fingerprint(request)
+    while True:
+        claimed = (
+            await session.execute(
+                insert(idempotency_keys)
+                .values(scope=scope, request_id=request_id, fingerprint=digest, response=b"")
+                .on_conflict_do_nothing(
+                    index_elements=[idempotency_keys.c.scope, idempotency_keys.c.request_id]
+                )
+                .returning(idempotency_keys.c.scope)
+            )
+        ).first()
+        if claimed is not None:
+            session.info[_CLAIM] = _Claim(scope, request_id)
+            return None
+        # Taken, by a transaction that has committed meanwhile (the insert waited for it).
+        # A new statement sees its row; were it purged in between, claim again.
+        stored = await recall(session, scope, request_id, request, response_type)
+        if stored is not None:
+            return stored
+
+
+async def _store(session: AsyncSession, claim: _Claim, response: Message) -> None:
+    await session.execute(
+        update(idempotency_keys).where(claim.key()).values(response=response.SerializeToString())
+    )
+    claim.answered = True
+
+
 async def remember(
     session: AsyncSession, scope: str, request_id: str, request: Message, response: Message
 ) -> None:
-    """Store the response in the caller's transaction; a concurrent twin makes the commit fail."""
+    """Store the response in the caller's transaction; a concurrent twin makes the commit fail.
+    (Superseded by ``once``; kept until every service has moved to it.)"""
     if not request_id:
         return
     await session.execute(
