@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name, compare
 from omni_runtime.validation import Checker
@@ -105,7 +106,7 @@ def set_item_fields(item: res.Item) -> list[str]:
 
 
 async def get_item(unit: Unit, sku: str) -> res.Item:
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         row = (await session.execute(select(store.items).where(store.items.c.sku == sku))).first()
     if row is None:
         raise NotFound(convert.item_name(sku), domain=DOMAIN)
@@ -134,8 +135,7 @@ async def create_item(unit: Unit, request: svc.CreateItemRequest) -> res.Item:
             )
         return convert.item(row)
 
-    item, _ = await unit.idempotent("inventory.CreateItem", request.request_id, request, res.Item, work)
-    return item
+    return await once(unit.db, "inventory.CreateItem", request.request_id, request, res.Item, work)
 
 
 async def _update_item(
@@ -171,8 +171,7 @@ async def update_item(
             return convert.item(row)
         return convert.item(await _update_item(session, row, request.item, fields, utcnow()))
 
-    item, _ = await unit.idempotent("inventory.UpdateItem", request.request_id, request, res.Item, work)
-    return item
+    return await once(unit.db, "inventory.UpdateItem", request.request_id, request, res.Item, work)
 
 
 async def batch_upsert_items(
@@ -227,14 +226,13 @@ async def batch_upsert_items(
             out[sku] = convert.item(row)
         return svc.BatchUpsertItemsResponse(items=[out[sku] for sku in skus])
 
-    response, _ = await unit.idempotent(
-        "inventory.BatchUpsertItems", request.request_id, request, svc.BatchUpsertItemsResponse, work
+    return await once(
+        unit.db, "inventory.BatchUpsertItems", request.request_id, request, svc.BatchUpsertItemsResponse, work
     )
-    return response
 
 
 async def list_items(unit: Unit, query: ListQuery) -> svc.ListItemsResponse:
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         rows, token = await query.page(session, select(store.items))
         total = await query.count(session, store.items)
     return svc.ListItemsResponse(
@@ -281,7 +279,7 @@ def set_location_fields(loc: res.Location) -> list[str]:
 
 
 async def get_location(unit: Unit, location_id: str) -> res.Location:
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         row = (
             await session.execute(select(store.locations).where(store.locations.c.id == location_id))
         ).first()
@@ -313,10 +311,7 @@ async def create_location(unit: Unit, request: svc.CreateLocationRequest) -> res
             raise AlreadyExists(f"{name} already exists", domain=DOMAIN, metadata={"resource": name})
         return convert.location(row)
 
-    loc, _ = await unit.idempotent(
-        "inventory.CreateLocation", request.request_id, request, res.Location, work
-    )
-    return loc
+    return await once(unit.db, "inventory.CreateLocation", request.request_id, request, res.Location, work)
 
 
 async def update_location(
@@ -361,14 +356,11 @@ async def update_location(
         ).one()
         return convert.location(updated)
 
-    loc, _ = await unit.idempotent(
-        "inventory.UpdateLocation", request.request_id, request, res.Location, work
-    )
-    return loc
+    return await once(unit.db, "inventory.UpdateLocation", request.request_id, request, res.Location, work)
 
 
 async def list_locations(unit: Unit, query: ListQuery) -> svc.ListLocationsResponse:
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         rows, token = await query.page(session, select(store.locations))
         total = await query.count(session, store.locations)
     return svc.ListLocationsResponse(

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni.inventory.v1 import events_pb2 as ev
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import ChannelInfo
+from omni_runtime.db.engine import after_commit
 from omni_runtime.events.outbox import Outbox
 from services.inventory import convert, metrics, store
 from services.inventory.domain.stock import Quantities, crossings, movement_kind_label
@@ -132,7 +133,7 @@ class MovementJournal:
         if back:
             await self._back_in_stock(back)
         kinds = Counter(movement_kind_label(m.values["kind"]) for m in moves)
-        self.session.info.setdefault("inventory_movement_kinds", Counter()).update(kinds)
+        after_commit(self.session, lambda: _count_movements(kinds))
 
     async def _emit_change(self, move: _Recorded) -> None:
         v = move.values
@@ -207,9 +208,8 @@ class MovementJournal:
             )
 
 
-def count_committed_movements(session_info: dict[str, Any]) -> None:
+def _count_movements(kinds: Counter[str]) -> None:
     """After a commit: count the movements it made in ``omni_inventory_stock_movements_total``."""
-    kinds: Counter[str] = session_info.pop("inventory_movement_kinds", Counter())
     for kind, n in kinds.items():
         metrics.STOCK_MOVEMENTS.labels(kind).inc(n)
 

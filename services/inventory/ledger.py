@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name
 from services.inventory import convert, store
@@ -75,7 +76,7 @@ def _stale_level(current: store.AnyRow | None) -> Aborted:
 
 
 async def get_stock_level(unit: Unit, location_id: str, sku: str) -> res.StockLevel:
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         require_found([sku], [location_id], await existing(session, [sku], [location_id]))
         row = await store.level(session, location_id, sku)
     return convert.stock_level(location_id, sku, row)
@@ -85,7 +86,7 @@ async def list_stock_levels(unit: Unit, location_id: str, query: ListQuery) -> s
     statement = select(*store.stock_levels.c, store.AVAILABLE.label("available"))
     if location_id != "-":
         statement = statement.where(store.stock_levels.c.location_id == location_id)
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         if location_id != "-":
             require_found([], [location_id], await existing(session, [], [location_id]))
         rows, token = await query.page(session, statement)
@@ -109,10 +110,9 @@ async def update_stock_level(
             raise _stale_level(await store.level(session, location_id, sku))
         return convert.stock_level(location_id, sku, row)
 
-    level, _ = await unit.idempotent(
-        "inventory.UpdateStockLevel", request.request_id, request, res.StockLevel, work
+    return await once(
+        unit.db, "inventory.UpdateStockLevel", request.request_id, request, res.StockLevel, work
     )
-    return level
 
 
 async def adjust_stock(
@@ -146,10 +146,9 @@ async def adjust_stock(
             movement=convert.movement(SimpleNamespace(**movement)),
         )
 
-    response, _ = await unit.idempotent(
-        "inventory.AdjustStock", request.request_id, request, svc.AdjustStockResponse, work
+    return await once(
+        unit.db, "inventory.AdjustStock", request.request_id, request, svc.AdjustStockResponse, work
     )
-    return response
 
 
 # --- movements -------------------------------------------------------------------------------
@@ -157,7 +156,7 @@ async def adjust_stock(
 
 async def get_stock_movement(unit: Unit, location_id: str, sku: str, movement_id: str) -> res.StockMovement:
     m = store.stock_movements
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         row = (
             await session.execute(
                 select(m).where(m.c.id == movement_id, m.c.location_id == location_id, m.c.item_sku == sku)
@@ -177,7 +176,7 @@ async def list_stock_movements(
         statement = statement.where(m.c.location_id == location_id)
     if sku != "-":
         statement = statement.where(m.c.item_sku == sku)
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         require_found(
             [sku] if sku != "-" else [],
             [location_id] if location_id != "-" else [],
@@ -235,7 +234,7 @@ async def check_availability(
 ) -> svc.CheckAvailabilityResponse:
     """Availability of many items at many locations in three queries, whatever the counts."""
     now = utcnow()
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         found_items, _ = await existing(session, skus, [])
         require_found(skus, [], (found_items, {}))
         chosen = await _candidate_locations(session, request, location_ids)

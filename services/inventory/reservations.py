@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.db.engine import after_commit
+from omni_runtime.db.idempotency import answer_early, once
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
 from omni_runtime.listing import Compiler, Condition, Field, Kind, Listing, ListQuery
 from services.inventory import convert, metrics, store
@@ -249,7 +251,7 @@ async def _attempt(
     )
     reservation = convert.reservation(row)
     await reservation_event(session, unit.outbox, "created", reservation, now)
-    await unit.answer_early(session, reservation)
+    await answer_early(session, reservation)
 
     # The critical section: from the first guarded update to the commit, as short as possible.
     journal = unit.journal(session, now, request_id)
@@ -277,11 +279,13 @@ async def create_reservation(
         final = attempt == MAX_ATTEMPTS - 1
 
         async def work(session: AsyncSession, final: bool = final) -> res.Reservation:
-            return await _attempt(unit, session, spec, request.request_id, final=final)
+            reservation = await _attempt(unit, session, spec, request.request_id, final=final)
+            after_commit(session, metrics.RESERVATIONS.labels("created").inc)
+            return reservation
 
         try:
-            reservation, fresh = await unit.idempotent(
-                "inventory.CreateReservation", request.request_id, request, res.Reservation, work
+            return await once(
+                unit.db, "inventory.CreateReservation", request.request_id, request, res.Reservation, work
             )
         except _RaceLost:
             metrics.RESERVATION_RETRIES.inc()
@@ -295,9 +299,6 @@ async def create_reservation(
             metrics.RESERVATIONS.labels("rejected").inc()
             metrics.RESERVATION_FAILURES.labels("unknown_item_or_location").inc()
             raise
-        if fresh:
-            metrics.RESERVATIONS.labels("created").inc()
-        return reservation
     raise AssertionError("unreachable: the final attempt raises instead of retrying")
 
 
@@ -305,7 +306,7 @@ async def create_reservation(
 
 
 async def get_reservation(unit: Unit, reservation_id: str) -> res.Reservation:
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         row = (
             await session.execute(select(store.reservations).where(store.reservations.c.id == reservation_id))
         ).first()
@@ -321,7 +322,7 @@ async def list_reservations(
     if at_location is not None:  # a store associate sees the reservations of their store
         location = convert.location_name(at_location)
         statement = statement.where(_AT_LOCATION(Condition("lines.allocations.location", "=", location)))
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         rows, token = await query.page(session, statement)
     return svc.ListReservationsResponse(
         reservations=[convert.reservation(row) for row in rows], next_page_token=token
@@ -440,10 +441,9 @@ async def extend_reservation(
             )
         return convert.reservation(await _set_state(session, row, {"expire_time": expire_time}, now))
 
-    reservation, _ = await unit.idempotent(
-        "inventory.ExtendReservation", request.request_id, request, res.Reservation, work
+    return await once(
+        unit.db, "inventory.ExtendReservation", request.request_id, request, res.Reservation, work
     )
-    return reservation
 
 
 @dataclass(frozen=True)
@@ -498,10 +498,7 @@ async def _end(
     values: dict[str, Any],
     **movement: str,
 ) -> res.Reservation:
-    changed = False
-
     async def work(session: AsyncSession) -> res.Reservation:
-        nonlocal changed
         now = utcnow()
         row = await _locked(session, reservation_id)
         authorize(convert.reservation(row))
@@ -516,17 +513,14 @@ async def _end(
         updated = await _set_state(session, row, {"state": ending.state, **values}, now)
         reservation = convert.reservation(updated)
         await reservation_event(session, unit.outbox, ending.label, reservation, now)
-        await unit.answer_early(session, reservation)
+        await answer_early(session, reservation)
         journal = unit.journal(session, now, request.request_id)
         await _give_back(session, journal, [row.id], ending.movement, now, **movement)
         await journal.flush()
-        changed = True
+        after_commit(session, metrics.RESERVATIONS.labels(ending.label).inc)
         return reservation
 
-    reservation, _ = await unit.idempotent(ending.method, request.request_id, request, res.Reservation, work)
-    if changed:
-        metrics.RESERVATIONS.labels(ending.label).inc()
-    return reservation
+    return await once(unit.db, ending.method, request.request_id, request, res.Reservation, work)
 
 
 # --- expiry ----------------------------------------------------------------------------------
@@ -540,7 +534,7 @@ async def expire_due(unit: Unit, batch: int = 100) -> int:
     """
     r = store.reservations
     now = utcnow()
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         due = list(
             await session.execute(
                 select(r)

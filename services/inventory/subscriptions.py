@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import current_channel
+from omni_runtime.db.idempotency import once
 from omni_runtime.errors import FailedPrecondition, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name
 from services.inventory import convert, store
@@ -101,15 +102,14 @@ async def create(
             ).one()
         return convert.subscription(row)
 
-    subscription, _ = await unit.idempotent(
-        "inventory.CreateStockSubscription", request.request_id, request, res.StockSubscription, work
+    return await once(
+        unit.db, "inventory.CreateStockSubscription", request.request_id, request, res.StockSubscription, work
     )
-    return subscription
 
 
 async def get(unit: Unit, subscription_id: str, customer: str) -> res.StockSubscription:
     sub = store.stock_subscriptions
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         row = (await session.execute(select(sub).where(sub.c.id == subscription_id))).first()
     return convert.subscription(_owned(row, customer, subscription_id))
 
@@ -118,7 +118,7 @@ async def list_(unit: Unit, customer: str, query: ListQuery) -> svc.ListStockSub
     statement = select(_SUB)
     if customer:
         statement = statement.where(_SUB.c.customer == customer)
-    async with unit.tx() as session:
+    async with unit.db.transaction() as session:
         rows, token = await query.page(session, statement)
     return svc.ListStockSubscriptionsResponse(
         stock_subscriptions=[convert.subscription(r) for r in rows], next_page_token=token
@@ -149,7 +149,6 @@ async def cancel(
         ).one()
         return convert.subscription(updated)
 
-    subscription, _ = await unit.idempotent(
-        "inventory.DeleteStockSubscription", request.request_id, request, res.StockSubscription, work
+    return await once(
+        unit.db, "inventory.DeleteStockSubscription", request.request_id, request, res.StockSubscription, work
     )
-    return subscription
