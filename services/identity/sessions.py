@@ -229,13 +229,10 @@ class SessionManager:
             )
         ).first()
 
-    async def refresh(
-        self, session: AsyncSession, token: str, *, row: Any = None
-    ) -> resources_pb2.AuthToken | OmniError:
-        """Rotate ``token`` (``row``: its already locked lookup, if the caller made it). Failures
-        that changed state (reuse revokes the session) are returned, to raise after commit."""
-        if row is None:
-            row = await self.find_by_refresh_token(session, token)
+    async def refresh(self, session: AsyncSession, token: str) -> resources_pb2.AuthToken | OmniError:
+        """Rotate ``token``. Failures that changed state (reuse revokes the session) are
+        returned, to raise after commit."""
+        row = await self.find_by_refresh_token(session, token)
         now = datetime.now(UTC)
         if row is None:
             return Unauthenticated(

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni.identity.v1 import identity_service_pb2 as pb
 from omni.identity.v1 import resources_pb2
 from omni_runtime.context import current_channel, current_principal
-from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.db.idempotency import recall
 from omni_runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -495,24 +495,13 @@ class AuthHandlers(HandlerBase):
             check.length("refresh_token", request.refresh_token, max_len=512)
         check.request_id("request_id", request.request_id)
         check.raise_if_invalid()
-        scope_name = scope("RefreshToken", per_caller=False)
-        request_id = request.request_id
-        async with self.d.db.transaction() as session:
-            if request_id:
-                prior = await recall(session, scope_name, request_id, request, resources_pb2.AuthToken)
-                if prior is not None:
-                    return prior
-            row = await self.d.sessions.find_by_refresh_token(session, request.refresh_token)
-            if row is not None and row.rotated_time is not None and request_id:
-                # A retry whose twin committed while this call waited for the session's lock.
-                prior = await recall(session, scope_name, request_id, request, resources_pb2.AuthToken)
-                if prior is not None:
-                    return prior
-            outcome = await self.d.sessions.refresh(session, request.refresh_token, row=row)
-            if not isinstance(outcome, OmniError):
-                await remember(session, scope_name, request_id, request, outcome)
-                return outcome
-        raise outcome
+
+        async def body(session: AsyncSession) -> resources_pb2.AuthToken | OmniError:
+            return await self.d.sessions.refresh(session, request.refresh_token)
+
+        return await transact(
+            self.d.db, scope("RefreshToken", per_caller=False), request, resources_pb2.AuthToken, body
+        )
 
     # -- ChangePassword -----------------------------------------------------------------------
 

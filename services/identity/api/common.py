@@ -1,29 +1,29 @@
 """What every identity handler shares: its dependencies, AIP-155 transactions, call details.
 
-Handlers validate the request, then run one ``transact`` body: recall a stored response for a
-repeated request id, do the change, remember the response, commit. A body may *return* an
+Handlers validate the request, then run one ``transact`` body: the change of an AIP-155
+``idempotency.once`` (a repeated request id gets the stored response). A body may *return* an
 OmniError instead of raising it when the failure itself must be committed (a counted failed
-log-in, a revoked session after refresh-token reuse); ``transact`` commits and then raises it.
+log-in, a revoked session after refresh-token reuse); it is committed and then raised.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.context import current_principal
 from omni_runtime.db.engine import Database
-from omni_runtime.db.idempotency import recall, remember
-from omni_runtime.errors import Aborted, OmniError
+from omni_runtime.db.idempotency import Work, once
+from omni_runtime.errors import Aborted
 from omni_runtime.events.outbox import Outbox
 from omni_runtime.listing import Listing
 from services.identity.config import IdentityConfig
@@ -32,7 +32,6 @@ from services.identity.passwords import Passwords
 from services.identity.sessions import ClientInfo, SessionManager
 
 M = TypeVar("M", bound=Message)
-Body = Callable[[AsyncSession], Awaitable[M | OmniError]]
 
 DOMAIN = "omni.identity"
 # Identity's List methods: its domain, at most 200 per page.
@@ -59,36 +58,21 @@ def scope(method: str, *, per_caller: bool = True) -> str:
 
 
 async def transact(
-    db: Database, scope_name: str, request: Message, response_type: type[M], body: Body[M]
+    db: Database, scope_name: str, request: Message, response_type: type[M], body: Work[M]
 ) -> M:
-    request_id: str = getattr(request, "request_id", "")
-    deferred: OmniError | None = None
+    """``omni_runtime.db.idempotency.once`` for the request's ``request_id`` (if it has one).
+
+    A unique constraint that a concurrent *different* request won (two registrations of one
+    e-mail address) surfaces as an IntegrityError at the insert or the commit; the caller gets
+    ABORTED (retry: it will then see the winner's row and get the precise error) rather than
+    INTERNAL.
+    """
     try:
-        async with db.transaction() as session:
-            if request_id:
-                prior = await recall(session, scope_name, request_id, request, response_type)
-                if prior is not None:
-                    return prior
-            outcome = await body(session)
-            if isinstance(outcome, OmniError):
-                deferred = outcome
-            else:
-                await remember(session, scope_name, request_id, request, outcome)
-                return outcome
-    except (IntegrityError, OmniError) as exc:
-        # A concurrent twin with the same request id may have won: answer with its response.
-        if request_id:
-            async with db.transaction() as session:
-                prior = await recall(session, scope_name, request_id, request, response_type)
-            if prior is not None:
-                return prior
-        if isinstance(exc, IntegrityError):
-            raise Aborted(
-                "the change conflicted with a concurrent one; retry", reason="CONFLICT", domain=DOMAIN
-            ) from None
-        raise
-    assert deferred is not None
-    raise deferred
+        return await once(db, scope_name, getattr(request, "request_id", ""), request, response_type, body)
+    except IntegrityError:
+        raise Aborted(
+            "the change conflicted with a concurrent one; retry", reason="CONFLICT", domain=DOMAIN
+        ) from None
 
 
 @contextlib.asynccontextmanager
