@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,14 +21,14 @@ from datetime import UTC, datetime
 from typing import TypeAlias
 
 from google.protobuf.message import Message
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime.context import current_channel, current_principal
-from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.db.engine import after_commit
+from omni_runtime.db.idempotency import Work, once
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound, OmniError, PermissionDenied
 from omni_runtime.server import Runtime
 from services.cart import metrics, store
@@ -89,6 +90,14 @@ ChangeRequest: TypeAlias = (
     | svc.ApplyPromotionCodeRequest
     | svc.RemovePromotionCodeRequest
 )
+
+
+class _NotCached(Exception):
+    """A change's catalogue facts were not read moments ago: fetch them without the row lock."""
+
+    def __init__(self, cart: Cart) -> None:
+        super().__init__(f"catalogue facts for {cart.name} are not cached")
+        self.cart = cart
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,28 +230,27 @@ class CartOps:
         await self.outbox.emit(session, event)
         return event
 
-    async def recall_cart(self, scope: str, request_id: str, request: Message) -> r.Cart | None:
-        if not request_id:
-            return None
-        async with self.db.transaction() as session:
-            return await recall(session, scope, request_id, request, r.Cart)
+    def _announce(self, session: AsyncSession, event: ev.CartUpdatedEvent, metric: str) -> None:
+        """Once the change is committed: count it and push it to this replica's watchers."""
+
+        def announce() -> None:
+            metrics.MUTATIONS.labels(metric).inc()
+            self.hub.deliver(event)
+
+        after_commit(session, announce)
 
     async def _apply(
-        self,
-        session: AsyncSession,
-        cart: Cart,
-        prepared: Prepared,
-        apply: Apply,
-        kind: int,
-    ) -> tuple[r.Cart, ev.CartUpdatedEvent | None]:
+        self, session: AsyncSession, cart: Cart, prepared: Prepared, apply: Apply, change: Change
+    ) -> r.Cart:
         now = utcnow()
         changed = await apply(cart, prepared, now, session)
         if changed is None:
-            return self.to_proto(cart), None
+            return self.to_proto(cart)
         reprice(cart, {k: v for k, v in prepared.items.items() if v is not None}, now)
         await self.reevaluate(session, cart, now)
-        event = await self.commit_change(session, cart, kind, changed, now)
-        return event.snapshot, event
+        event = await self.commit_change(session, cart, change.kind, changed, now)
+        self._announce(session, event, change.metric)
+        return event.snapshot
 
     async def mutate(
         self,
@@ -256,42 +264,28 @@ class CartOps:
         """Run one cart change: AIP-155 replay, etag check, catalogue facts (``prepare``; by
         default only fresh prices for stale lines), ``apply``, repricing, codes, event, metric."""
         prepare = prepare or self._prices_only
-        etag, request_id, kind = request.etag, request.request_id, change.kind
-        name = f"customers/{customer}/cart"
-        scope = f"{change.method}:{name}"
-        event: ev.CartUpdatedEvent | None = None
-        response: r.Cart | None = None
-        try:
-            # One pass when the catalogue facts the change needs were read moments ago.
-            async with self.db.transaction() as session:
-                replay = await recall(session, scope, request_id, request, r.Cart) if request_id else None
-                if replay is not None:
-                    return replay
+        etag, request_id = request.etag, request.request_id
+        scope = f"{change.method}:customers/{customer}/cart"
+
+        def under_lock(prepared: Prepared | None) -> Work[r.Cart]:
+            async def work(session: AsyncSession) -> r.Cart:
                 cart = await store.lock_cart(session, customer)
                 check_etag(cart, etag)
-                prepared = await prepare(cart, True)
-                if prepared is not None:
-                    response, event = await self._apply(session, cart, prepared, apply, kind)
-                    await remember(session, scope, request_id, request, response)
-            if response is None:
-                # Otherwise fetch them without holding the row, then lock again and check again.
-                prepared = await prepare(cart, False)
-                assert prepared is not None
-                async with self.db.transaction() as session:
-                    cart = await store.lock_cart(session, customer)
-                    check_etag(cart, etag)
-                    response, event = await self._apply(session, cart, prepared, apply, kind)
-                    await remember(session, scope, request_id, request, response)
-        except IntegrityError:
-            # A concurrent twin with the same request id committed first: answer as it did.
-            replay = await self.recall_cart(scope, request_id, request)
-            if replay is None:
-                raise
-            return replay
-        if event is not None:
-            metrics.MUTATIONS.labels(change.metric).inc()
-            self.hub.deliver(event)
-        return response
+                ready = prepared if prepared is not None else await prepare(cart, True)
+                if ready is None:
+                    raise _NotCached(cart)
+                return await self._apply(session, cart, ready, apply, change)
+
+            return work
+
+        try:
+            # One pass when the catalogue facts the change needs were read moments ago.
+            return await once(self.db, scope, request_id, request, r.Cart, under_lock(None))
+        except _NotCached as missed:
+            # Otherwise fetch them without holding the row, then lock again and check again.
+            prepared = await prepare(missed.cart, False)
+            assert prepared is not None
+            return await once(self.db, scope, request_id, request, r.Cart, under_lock(prepared))
 
     async def _prices_only(self, cart: Cart, cached_only: bool) -> Prepared | None:
         return await self.prefetch(cart, need=[], cached_only=cached_only)
@@ -511,31 +505,20 @@ class CartOps:
         etag: str,
         request_id: str,
     ) -> r.Cart:
-        name = f"customers/{target_customer}/cart"
-        scope = f"MergeCarts:{name}"
-        replay = await self.recall_cart(scope, request_id, request)
-        if replay is not None:
-            return replay
-        check_etag(await self.read(target_customer), etag)
-        try:
-            async with self.db.transaction() as session:
-                target, events = await self.merge_in(
-                    session,
-                    target_customer=target_customer,
-                    source_customer=source_customer,
-                    mode=mode,
-                    etag=etag,
-                )
-                response = events[0].snapshot if events else self.to_proto(target)
-                await remember(session, scope, request_id, request, response)
-        except IntegrityError:
-            replay = await self.recall_cart(scope, request_id, request)
-            if replay is None:
-                raise
-            return replay
-        for event in events:
-            self.hub.deliver(event)
-        return response
+        async def work(session: AsyncSession) -> r.Cart:
+            target, events = await self.merge_in(
+                session,
+                target_customer=target_customer,
+                source_customer=source_customer,
+                mode=mode,
+                etag=etag,
+            )
+            for event in events:
+                after_commit(session, functools.partial(self.hub.deliver, event))
+            return events[0].snapshot if events else self.to_proto(target)
+
+        scope = f"MergeCarts:customers/{target_customer}/cart"
+        return await once(self.db, scope, request_id, request, r.Cart, work)
 
 
 def require_guest_proof(

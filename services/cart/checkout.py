@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import re
 import uuid
@@ -32,7 +33,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.cart.v1 import events_pb2 as ev
@@ -40,7 +40,8 @@ from omni.cart.v1 import resources_pb2 as r
 from omni.inventory.v1 import resources_pb2 as inv_r
 from omni.type.v1 import address_pb2
 from omni_runtime.context import current_channel, current_principal
-from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.db.engine import after_commit
+from omni_runtime.db.idempotency import once, recall
 from omni_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, OmniError
 from services.cart import metrics, store
 from services.cart.carts import CartOps, check_etag, utcnow
@@ -110,10 +111,6 @@ class Checkout:
         metrics.CHECKOUTS.labels("completed").inc()
         return order
 
-    async def _recall(self, scope: str, request_id: str, request: Message) -> r.Order | None:
-        async with self.db.transaction() as session:
-            return await recall(session, scope, request_id, request, r.Order)
-
     async def _checkout(
         self,
         request: Message,
@@ -149,61 +146,55 @@ class Checkout:
         order_name = f"customers/{customer}/orders/{order_id}"
         await self._journal(order_name, customer)
         made: list[inv_r.Reservation] = []
-        event: ev.CartUpdatedEvent | None = None
+
+        async def work(session: AsyncSession) -> r.Order:
+            nonlocal made
+            cart = await store.lock_cart(session, customer)
+            check_etag(cart, etag)
+            if not cart.lines:
+                raise FailedPrecondition(f"{cart_name} is empty", reason="CART_EMPTY", domain=DOMAIN)
+            now = utcnow()
+            reprice(cart, fresh, now)
+            await self.ops.reevaluate(session, cart, now)
+            if cart.total != current.total:
+                raise _price_changed(cart, current.total, cart.total)
+            groups = plan_groups(cart.lines)
+            made, refused = await self._reserve_all(order_name, cart.version, groups)
+            if refused is not None:
+                raise refused
+            await self._count_promotions(session, cart, customer)
+            order = await self._build_order(
+                session, order_name, cart, groups, made, now, shipping_address, payment_reference
+            )
+            await store.insert_order(session, order_id, customer, order)
+            await store.finish_attempt(session, order_name)
+            line_rules.clear(cart)
+            event = await self.ops.commit_change(
+                session, cart, r.CART_CHANGE_KIND_CHECKED_OUT, [], now, order=order_name
+            )
+            await self.outbox.emit(
+                session,
+                ev.OrderPlacedEvent(
+                    order=order,
+                    customer=f"customers/{customer}",
+                    cart=cart_name,
+                    placed_by=order.placed_by,
+                    occur_time=order.create_time,
+                ),
+            )
+            after_commit(session, functools.partial(self.ops.hub.deliver, event))
+            return order
+
         try:
-            async with self.db.transaction() as session:
-                cart = await store.lock_cart(session, customer)
-                replay = await recall(session, scope, request_id, request, r.Order)
-                if replay is not None:
-                    return replay
-                check_etag(cart, etag)
-                if not cart.lines:
-                    raise FailedPrecondition(f"{cart_name} is empty", reason="CART_EMPTY", domain=DOMAIN)
-                now = utcnow()
-                reprice(cart, fresh, now)
-                await self.ops.reevaluate(session, cart, now)
-                if cart.total != current.total:
-                    raise _price_changed(cart, current.total, cart.total)
-                groups = plan_groups(cart.lines)
-                made, refused = await self._reserve_all(order_name, cart.version, groups)
-                if refused is not None:
-                    raise refused
-                await self._count_promotions(session, cart, customer)
-                order = await self._build_order(
-                    session, order_name, cart, groups, made, now, shipping_address, payment_reference
-                )
-                await store.insert_order(session, order_id, customer, order)
-                await store.finish_attempt(session, order_name)
-                line_rules.clear(cart)
-                event = await self.ops.commit_change(
-                    session, cart, r.CART_CHANGE_KIND_CHECKED_OUT, [], now, order=order_name
-                )
-                await self.outbox.emit(
-                    session,
-                    ev.OrderPlacedEvent(
-                        order=order,
-                        customer=f"customers/{customer}",
-                        cart=cart_name,
-                        placed_by=order.placed_by,
-                        occur_time=order.create_time,
-                    ),
-                )
-                await remember(session, scope, request_id, request, order)
+            return await once(self.db, scope, request_id, request, r.Order, work)
         except asyncio.CancelledError:
             # The caller went away mid-way: release what is known in a task of its own; anything
             # reserved by a call still in flight is found through the journal by the sweeper.
             self._release_in_background(order_name, made)
             raise
-        except BaseException as exc:
+        except BaseException:
             await self.release_attempt(order_name, [m.name for m in made])
-            if isinstance(exc, IntegrityError):
-                replay = await self._recall(scope, request_id, request)
-                if replay is not None:
-                    return replay
             raise
-        if event is not None:
-            self.ops.hub.deliver(event)
-        return order
 
     async def _count_promotions(self, session: AsyncSession, cart: Cart, customer: str) -> None:
         """Count each applied code's use; a code used up meanwhile changes the total."""

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeAlias, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.cart.v1 import cart_service_pb2 as svc
@@ -25,7 +24,7 @@ from omni.type.v1 import channel_pb2
 from omni_runtime import names
 from omni_runtime.auth.permissions import Scope, current_scope, require_store
 from omni_runtime.context import current_channel, current_principal
-from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery
 from omni_runtime.server import Runtime
@@ -147,39 +146,31 @@ class OrderOps:
         etag, request_id = request.etag, request.request_id
         name = names.build(ORDER_PATTERN, customer=customer, order=order_id)
         scope = f"{method}:{name}"
-        try:
-            async with self.db.transaction() as session:
-                replay = await recall(session, scope, request_id, request, r.Order)
-                if replay is not None:
-                    return replay
-                order = await store.load_order(session, customer, order_id, lock=True)
-                if order is None:
-                    raise NotFound(name, domain=DOMAIN)
-                if etag and etag != order.etag:
-                    self.authorize(order)
-                    raise Aborted(
-                        f"{name} changed since etag {etag!r}; re-read it and retry",
-                        current_etag=order.etag,
-                        domain=DOMAIN,
-                        metadata={"resource": name},
-                    )
-                now = datetime.now(UTC)
-                factories = await change(order, session, now)
-                if factories is not None:
-                    order.etag = str(int(order.etag or 0) + 1)
-                    order.update_time.CopyFrom(ts(now))
-                    order.state = rules.derive_state(order)  # type: ignore[assignment]
-                    await store.save_order(session, order_id, order)
-                    for factory in factories:
-                        await self.outbox.emit(session, factory(order))
-                await remember(session, scope, request_id, request, order)
-        except IntegrityError:
-            async with self.db.transaction() as session:
-                replay = await recall(session, scope, request_id, request, r.Order)
-            if replay is None:
-                raise
-            return replay
-        return order
+
+        async def work(session: AsyncSession) -> r.Order:
+            order = await store.load_order(session, customer, order_id, lock=True)
+            if order is None:
+                raise NotFound(name, domain=DOMAIN)
+            if etag and etag != order.etag:
+                self.authorize(order)
+                raise Aborted(
+                    f"{name} changed since etag {etag!r}; re-read it and retry",
+                    current_etag=order.etag,
+                    domain=DOMAIN,
+                    metadata={"resource": name},
+                )
+            now = datetime.now(UTC)
+            factories = await change(order, session, now)
+            if factories is not None:
+                order.etag = str(int(order.etag or 0) + 1)
+                order.update_time.CopyFrom(ts(now))
+                order.state = rules.derive_state(order)  # type: ignore[assignment]
+                await store.save_order(session, order_id, order)
+                for factory in factories:
+                    await self.outbox.emit(session, factory(order))
+            return order
+
+        return await once(self.db, scope, request_id, request, r.Order, work)
 
     # ---------------------------------------------------------------------------------------
     # Lifecycle

@@ -14,10 +14,11 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.cart.v1 import resources_pb2 as r
 from omni_runtime import names
-from omni_runtime.db.idempotency import recall, remember
+from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted, AlreadyExists, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, nullable
 from omni_runtime.server import Runtime
@@ -149,49 +150,44 @@ class PromotionAdmin:
         promotion_id = promotion_id or uuid.uuid4().hex[:16]
         scope = "CreatePromotion"
         now = datetime.now(UTC)
+
+        async def work(session: AsyncSession) -> r.Promotion:
+            taken = (
+                await session.execute(
+                    select(P.id, P.code).where((P.id == promotion_id) | (P.code == values["code"]))
+                )
+            ).first()
+            if taken is not None:
+                what = "id" if taken.id == promotion_id else "code"
+                raise AlreadyExists(
+                    f"a promotion with this {what} exists",
+                    reason="PROMOTION_EXISTS",
+                    domain=DOMAIN,
+                    metadata={"resource": f"promotions/{taken.id}", "field": what},
+                )
+            row = (
+                await session.execute(
+                    insert(store.promotions)
+                    .values(
+                        id=promotion_id,
+                        version=1,
+                        usage_count=0,
+                        create_time=now,
+                        update_time=now,
+                        **values,
+                    )
+                    .returning(store.promotions)
+                )
+            ).one()
+            return promotion_proto(row)
+
         try:
-            async with self.db.transaction() as session:
-                replay = await recall(session, scope, request.request_id, request, r.Promotion)
-                if replay is not None:
-                    return replay
-                taken = (
-                    await session.execute(
-                        select(P.id, P.code).where((P.id == promotion_id) | (P.code == values["code"]))
-                    )
-                ).first()
-                if taken is not None:
-                    what = "id" if taken.id == promotion_id else "code"
-                    raise AlreadyExists(
-                        f"a promotion with this {what} exists",
-                        reason="PROMOTION_EXISTS",
-                        domain=DOMAIN,
-                        metadata={"resource": f"promotions/{taken.id}", "field": what},
-                    )
-                row = (
-                    await session.execute(
-                        insert(store.promotions)
-                        .values(
-                            id=promotion_id,
-                            version=1,
-                            usage_count=0,
-                            create_time=now,
-                            update_time=now,
-                            **values,
-                        )
-                        .returning(store.promotions)
-                    )
-                ).one()
-                created = promotion_proto(row)
-                await remember(session, scope, request.request_id, request, created)
+            return await once(self.db, scope, request.request_id, request, r.Promotion, work)
         except IntegrityError:
-            async with self.db.transaction() as session:
-                replay = await recall(session, scope, request.request_id, request, r.Promotion)
-            if replay is not None:
-                return replay
+            # A concurrent create with another request took the id or the code.
             raise AlreadyExists(
                 "a promotion with this id or code exists", reason="PROMOTION_EXISTS", domain=DOMAIN
             ) from None
-        return created
 
     async def get(self, name: str) -> r.Promotion:
         parsed = names.parse(PROMOTION_PATTERN, name)
@@ -214,57 +210,48 @@ class PromotionAdmin:
         assert parsed is not None
         promotion_id = parsed["promotion"]
         scope = f"UpdatePromotion:{given.name}"
-        try:
-            async with self.db.transaction() as session:
-                replay = await recall(session, scope, request.request_id, request, r.Promotion)
-                if replay is not None:
-                    return replay
-                row = await store.promotion_row(session, promotion_id, lock=True)
-                if row is None:
-                    raise NotFound(given.name, domain=DOMAIN)
-                if given.etag and given.etag != str(row.version):
-                    raise Aborted(
-                        f"{given.name} changed since etag {given.etag!r}",
-                        current_etag=str(row.version),
-                        domain=DOMAIN,
-                        metadata={"resource": given.name},
-                    )
-                merged = promotion_proto(row)
-                for path in paths:
-                    if path == "percent_off_basis_points":
-                        merged.percent_off_basis_points = given.percent_off_basis_points
-                    elif path == "amount_off":
-                        merged.amount_off.CopyFrom(given.amount_off)
-                    elif path in ("minimum_subtotals", "items"):
-                        merged.ClearField(path)  # type: ignore[arg-type]
-                        getattr(merged, path).extend(getattr(given, path))
-                    elif path in ("start_time", "end_time"):
-                        merged.ClearField(path)  # type: ignore[arg-type]
-                        if given.HasField(path):  # type: ignore[arg-type]
-                            getattr(merged, path).CopyFrom(getattr(given, path))
-                    else:
-                        setattr(merged, path, getattr(given, path))
-                check = Checker()
-                values = validate(check, merged)
-                check.raise_if_invalid()
-                values.pop("code")
-                updated = (
-                    await session.execute(
-                        update(store.promotions)
-                        .where(P.id == promotion_id)
-                        .values(version=row.version + 1, update_time=datetime.now(UTC), **values)
-                        .returning(store.promotions)
-                    )
-                ).one()
-                result = promotion_proto(updated)
-                await remember(session, scope, request.request_id, request, result)
-        except IntegrityError:
-            async with self.db.transaction() as session:
-                replay = await recall(session, scope, request.request_id, request, r.Promotion)
-            if replay is None:
-                raise
-            return replay
-        return result
+
+        async def work(session: AsyncSession) -> r.Promotion:
+            row = await store.promotion_row(session, promotion_id, lock=True)
+            if row is None:
+                raise NotFound(given.name, domain=DOMAIN)
+            if given.etag and given.etag != str(row.version):
+                raise Aborted(
+                    f"{given.name} changed since etag {given.etag!r}",
+                    current_etag=str(row.version),
+                    domain=DOMAIN,
+                    metadata={"resource": given.name},
+                )
+            merged = promotion_proto(row)
+            for path in paths:
+                if path == "percent_off_basis_points":
+                    merged.percent_off_basis_points = given.percent_off_basis_points
+                elif path == "amount_off":
+                    merged.amount_off.CopyFrom(given.amount_off)
+                elif path in ("minimum_subtotals", "items"):
+                    merged.ClearField(path)  # type: ignore[arg-type]
+                    getattr(merged, path).extend(getattr(given, path))
+                elif path in ("start_time", "end_time"):
+                    merged.ClearField(path)  # type: ignore[arg-type]
+                    if given.HasField(path):  # type: ignore[arg-type]
+                        getattr(merged, path).CopyFrom(getattr(given, path))
+                else:
+                    setattr(merged, path, getattr(given, path))
+            check = Checker()
+            values = validate(check, merged)
+            check.raise_if_invalid()
+            values.pop("code")
+            updated = (
+                await session.execute(
+                    update(store.promotions)
+                    .where(P.id == promotion_id)
+                    .values(version=row.version + 1, update_time=datetime.now(UTC), **values)
+                    .returning(store.promotions)
+                )
+            ).one()
+            return promotion_proto(updated)
+
+        return await once(self.db, scope, request.request_id, request, r.Promotion, work)
 
 
 def update_paths(check: Checker, mask: field_mask_pb2.FieldMask, given: r.Promotion) -> list[str]:
