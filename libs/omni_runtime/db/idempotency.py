@@ -13,8 +13,9 @@ committed answer and returns it, or (the first rolled back) claims the key and d
 itself. So a duplicate never runs the work beside its twin: it cannot fail where the first
 succeeded (INSUFFICIENT_STOCK for the stock its twin just took, ABORTED for the etag its twin
 just moved, REFRESH_TOKEN_REUSED for the token its twin just rotated), and nobody has to
-catch an IntegrityError on the key. It costs no extra round trip: the claim replaces the
-read of the stored answer, and storing the answer is an update of the claimed row.
+catch an IntegrityError on the key. A first call makes as many round trips as reading the
+key and inserting the answer would (the claim replaces the read; storing the answer updates
+the claimed row); a retry makes one more (the claim, then the read).
 
 The claim is the first lock the transaction takes and the only one of its kind, so it
 cannot take part in a deadlock: a transaction waiting on a claim holds no other lock.
@@ -175,8 +176,8 @@ async def _claim(
         if claimed is not None:
             session.info[_CLAIM] = _Claim(scope, request_id)
             return None
-        # Taken, by a transaction that has committed meanwhile (the insert waited for it).
-        # A new statement sees its row; were it purged in between, claim again.
+        # Taken: by an earlier call, or by a twin whose transaction the insert waited for. This
+        # new statement sees the committed row; were it purged in between, claim again.
         stored = await recall(session, scope, request_id, request, response_type)
         if stored is not None:
             return stored
@@ -187,20 +188,3 @@ async def _store(session: AsyncSession, claim: _Claim, response: Message) -> Non
         update(idempotency_keys).where(claim.key()).values(response=response.SerializeToString())
     )
     claim.answered = True
-
-
-async def remember(
-    session: AsyncSession, scope: str, request_id: str, request: Message, response: Message
-) -> None:
-    """Store the response in the caller's transaction; a concurrent twin makes the commit fail.
-    (Superseded by ``once``; kept until every service has moved to it.)"""
-    if not request_id:
-        return
-    await session.execute(
-        insert(idempotency_keys).values(
-            scope=scope,
-            request_id=request_id,
-            fingerprint=fingerprint(request),
-            response=response.SerializeToString(),
-        )
-    )
