@@ -15,7 +15,6 @@ loops stop, connections close and telemetry is flushed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -281,9 +280,11 @@ class ServiceHost:
                 log.exception("shutdown hook did not finish cleanly")
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: a loop that swallowed its cancellation must not hold the process forever.
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+            for task in stuck:
+                log.error("background task %s did not stop within 5s; abandoning it", task.get_name())
         if rt is not None:
             await rt.peers.close()
             if rt.public_peers is not None and rt.public_peers is not rt.peers:

@@ -261,3 +261,26 @@ async def test_trace_context_travels_with_the_event(db: Database, bus: EventBus)
 
 def test_infra_fixture_is_shared(omni_infra: Infra) -> None:
     assert omni_infra.postgres.proc is not None and omni_infra.postgres.proc.poll() is None
+
+
+async def test_stop_requested_sees_a_cancellation_that_was_swallowed() -> None:
+    """Python 3.11's wait_for can turn a cancellation into a TimeoutError; loops must still stop."""
+    from omni_runtime.events.bus import stop_requested
+
+    stopped: list[bool] = []
+
+    async def loop() -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass  # swallowed, as a racing wait_for does
+            if stop_requested():
+                stopped.append(True)
+                return
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait_for(task, 1)
+    assert stopped == [True]

@@ -26,6 +26,17 @@ DUPLICATE_WINDOW_SECONDS = 600.0
 STREAM_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 
 
+def stop_requested() -> bool:
+    """True once the current task was asked to stop.
+
+    On Python 3.11 ``asyncio.wait_for`` (used inside nats-py's fetch, and by our own relay) can
+    turn a cancellation that races its timeout into a TimeoutError; loops that treat a timeout
+    as "nothing to do" would then run for ever. They check this after every such wait.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def stream_name(service: str) -> str:
     return f"OMNI_{service.upper()}"
 

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni_runtime import metrics, tracing
 from omni_runtime.db.engine import Database
 from omni_runtime.db.schema import processed_events
-from omni_runtime.events.bus import EventBus, service_of_subject
+from omni_runtime.events.bus import EventBus, service_of_subject, stop_requested
 from omni_runtime.events.outbox import EVENT_TYPE_HEADER, MSG_ID_HEADER
 
 log = logging.getLogger("omni.consumer")
@@ -116,6 +116,8 @@ class EventConsumer:
                 try:
                     messages = await sub.fetch(self.batch, timeout=1.0)  # type: ignore[attr-defined]
                 except (NatsTimeoutError, TimeoutError):  # nothing to fetch (nats-py raises either)
+                    if stop_requested():
+                        raise asyncio.CancelledError from None
                     messages = []
                 for msg in messages:
                     await self.handle(msg)

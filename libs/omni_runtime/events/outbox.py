@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni_runtime import metrics, tracing
 from omni_runtime.db.engine import Database
 from omni_runtime.db.schema import idempotency_keys, outbox, processed_events
-from omni_runtime.events.bus import EventBus, service_of_subject, subject_for
+from omni_runtime.events.bus import EventBus, service_of_subject, stop_requested, subject_for
 
 log = logging.getLogger("omni.outbox")
 
@@ -167,6 +167,8 @@ class Outbox:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            if stop_requested():
+                raise asyncio.CancelledError
 
     async def cleanup(self) -> None:
         """Drop published events, handled-event ids and request ids past their retention."""
