@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -271,10 +272,8 @@ async def test_stop_requested_sees_a_cancellation_that_was_swallowed() -> None:
 
     async def loop() -> None:
         while True:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # swallowed, as a racing wait_for does
                 await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                pass  # swallowed, as a racing wait_for does
             if stop_requested():
                 stopped.append(True)
                 return
