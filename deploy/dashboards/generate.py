@@ -386,8 +386,8 @@ def rpc_panels(layout: Layout, name: str) -> None:
     )
 
 
-def http_panels(layout: Layout) -> None:
-    layout.row("HTTP requests")
+def gateway_status_panels(layout: Layout) -> None:
+    """Requests by status and the 5xx ratio: on the gateway's dashboard and on the overview."""
     layout.add(
         timeseries(
             "Requests by status",
@@ -408,6 +408,11 @@ def http_panels(layout: Layout) -> None:
             ],
         )
     )
+
+
+def http_panels(layout: Layout) -> None:
+    layout.row("HTTP requests")
+    gateway_status_panels(layout)
     layout.add(
         timeseries(
             "Requests by route",
@@ -608,26 +613,7 @@ def overview_dashboard(names: list[str]) -> Panel:
         )
     )
     layout.row("Gateway (HTTP)")
-    layout.add(
-        timeseries(
-            "Requests by status",
-            "reqps",
-            [(f"sum by (status) (rate(omni_gateway_http_requests_total{{{NS}}}{RATE}))", "{{status}}")],
-        )
-    )
-    layout.add(
-        timeseries(
-            "5xx ratio",
-            "percentunit",
-            [
-                (
-                    f'sum(rate(omni_gateway_http_requests_total{{{NS}, status=~"5.."}}{RATE})) / '
-                    f"sum(rate(omni_gateway_http_requests_total{{{NS}}}{RATE}))",
-                    "5xx",
-                )
-            ],
-        )
-    )
+    gateway_status_panels(layout)
     layout.add(
         timeseries(
             "p99 latency",
