@@ -17,7 +17,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeAlias
 
 from google.protobuf.message import Message
@@ -31,9 +31,11 @@ from omni_runtime.db.engine import after_commit
 from omni_runtime.db.idempotency import Work, once
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound, OmniError, PermissionDenied
 from omni_runtime.server import Runtime
+from omni_runtime.timestamps import to_proto as ts
+from omni_runtime.timestamps import utcnow
 from services.cart import metrics, store
 from services.cart.config import CartConfig
-from services.cart.convert import cart_proto, channel_proto, channel_ref, ts
+from services.cart.convert import cart_proto, channel_proto, channel_ref
 from services.cart.domain import lines as line_rules
 from services.cart.domain.merge import MergeMode, MergeOutcome, merge, source_is_empty
 from services.cart.domain.model import (
@@ -52,10 +54,6 @@ from services.cart.watch import WatchHub
 
 log = logging.getLogger("omni.cart")
 DOMAIN = "omni.cart"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def check_etag(cart: Cart, etag: str) -> None:

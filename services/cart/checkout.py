@@ -43,9 +43,11 @@ from omni_runtime.context import current_channel, current_principal
 from omni_runtime.db.engine import after_commit
 from omni_runtime.db.idempotency import once, recall
 from omni_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, OmniError
+from omni_runtime.timestamps import to_proto as ts
+from omni_runtime.timestamps import utcnow
 from services.cart import metrics, store
-from services.cart.carts import CartOps, check_etag, utcnow
-from services.cart.convert import applied_proto, fulfillment_proto, money, ts
+from services.cart.carts import CartOps, check_etag
+from services.cart.convert import applied_proto, fulfillment_proto, money
 from services.cart.domain import lines as line_rules
 from services.cart.domain.model import Cart, Fulfillment, Line
 from services.cart.domain.orders import derive_state, group_key, plan_groups

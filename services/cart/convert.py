@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from omni.cart.v1 import resources_pb2 as r
 from omni.type.v1 import channel_pb2, money_pb2
 from omni_runtime.context import ChannelInfo
+from omni_runtime.timestamps import to_proto as ts
 from services.cart.domain.model import AppliedCode, Cart, ChannelRef, Fulfillment, Line, Method
-
-
-@overload
-def ts(value: datetime) -> timestamp_pb2.Timestamp: ...
-@overload
-def ts(value: None) -> None: ...
-def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value.astimezone(UTC))
-    return out
 
 
 def from_ts(value: timestamp_pb2.Timestamp) -> datetime:

@@ -23,7 +23,7 @@ from omni.inventory.v1 import inventory_service_pb2_grpc as inv_grpc
 from omni.inventory.v1 import resources_pb2 as inv_r
 from omni_runtime.clients import PeerChannels
 from omni_runtime.errors import Unavailable, status_of, unpack_details
-from services.cart.convert import ts
+from omni_runtime.timestamps import to_proto as ts
 from services.cart.domain.pricing import CatalogItem
 
 log = logging.getLogger("omni.cart.inventory")

@@ -28,9 +28,10 @@ from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery
 from omni_runtime.server import Runtime
+from omni_runtime.timestamps import to_proto as ts
 from services.cart import store
 from services.cart.config import CartConfig
-from services.cart.convert import from_ts, money, ts
+from services.cart.convert import from_ts, money
 from services.cart.domain import orders as rules
 from services.cart.inventory_client import InventoryClient, ReservationRefused
 

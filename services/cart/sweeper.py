@@ -16,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from omni.cart.v1 import events_pb2 as ev
 from omni_runtime.db.engine import Database
 from omni_runtime.events.outbox import Outbox
+from omni_runtime.timestamps import to_proto as ts
 from services.cart import store
 from services.cart.checkout import Checkout
 from services.cart.config import CartConfig
-from services.cart.convert import cart_proto, channel_proto, ts
+from services.cart.convert import cart_proto, channel_proto
 
 log = logging.getLogger("omni.cart.sweeper")
 BATCH = 200

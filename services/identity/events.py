@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from omni.type.v1 import channel_pb2
 from omni_runtime.context import ChannelInfo
 from omni_runtime.events.consumer import Event
 from omni_runtime.events.outbox import Outbox
+from omni_runtime.timestamps import to_proto, utcnow
 from services.identity import store
 
 if TYPE_CHECKING:
@@ -36,9 +37,8 @@ UNLINKED = events_pb2.IdentifierUnlinkedEvent
 
 
 def ts(moment: datetime | None = None) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(moment or datetime.now(UTC))
-    return out
+    """The moment as a Timestamp; now when none is given (event occur times)."""
+    return to_proto(moment or utcnow())
 
 
 def customer_name(customer_id: str) -> str:

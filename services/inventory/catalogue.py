@@ -20,11 +20,12 @@ from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name, compare
+from omni_runtime.timestamps import utcnow
 from omni_runtime.validation import Checker
 from services.inventory import convert, store
 from services.inventory.domain import DOMAIN
 from services.inventory.domain.resources import ITEM_FIELDS, LOCATION_FIELDS, check_item, check_location
-from services.inventory.txn import Unit, utcnow
+from services.inventory.txn import Unit
 
 # --- list query definitions ------------------------------------------------------------------
 

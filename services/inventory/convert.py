@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 
 from omni.inventory.v1 import resources_pb2 as res
 from omni.type.v1 import address_pb2, channel_pb2, money_pb2
+from omni_runtime.timestamps import to_proto as ts
 from services.inventory.domain import hours as hours_rules
 from services.inventory.domain.stock import Quantities
 
@@ -56,14 +57,6 @@ def version_of(tag: str) -> int | None:
     if tag.startswith('W/"') and tag.endswith('"') and tag[3:-1].isdigit():
         return int(tag[3:-1])
     return None
-
-
-def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def channel(row: Any, prefix: str = "channel") -> channel_pb2.ChannelContext:

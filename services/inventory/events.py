@@ -27,6 +27,7 @@ from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import ChannelInfo
 from omni_runtime.db.engine import after_commit
 from omni_runtime.events.outbox import Outbox
+from omni_runtime.timestamps import to_proto
 from services.inventory import convert, metrics, store
 from services.inventory.domain.stock import Quantities, crossings, movement_kind_label
 
@@ -101,7 +102,7 @@ class MovementJournal:
                 convert.item_name(sku),
                 convert.location_name(loc),
             )
-            when = convert.ts(self.now)
+            when = to_proto(self.now)
             if crossed.low_stock:
                 await self.outbox.emit(
                     self.session,
@@ -155,7 +156,7 @@ class MovementJournal:
                 reservation=convert.reservation_name(v["reservation_id"]) if v["reservation_id"] else "",
                 channel=self.channel.to_proto(),
                 etag=convert.etag(move.version),
-                occur_time=convert.ts(self.now),
+                occur_time=to_proto(self.now),
             ),
         )
 
@@ -191,7 +192,7 @@ class MovementJournal:
                         location_display_name=names.get(row.fired_location, ""),
                         available=available.get((row.fired_location, row.item_sku), 0),
                         subscribed_channel=convert.channel(row),
-                        occur_time=convert.ts(self.now),
+                        occur_time=to_proto(self.now),
                     ),
                 )
         for loc, sku, qty in back:
@@ -203,7 +204,7 @@ class MovementJournal:
                     location=convert.location_name(loc),
                     available=qty,
                     fired_subscription_count=per_pair.get((loc, sku), 0),
-                    occur_time=convert.ts(self.now),
+                    occur_time=to_proto(self.now),
                 ),
             )
 
@@ -224,4 +225,4 @@ async def reservation_event(
         "released": ev.ReservationReleasedEvent,
         "expired": ev.ReservationExpiredEvent,
     }
-    await outbox.emit(session, builders[state_event](reservation=reservation, occur_time=convert.ts(now)))
+    await outbox.emit(session, builders[state_event](reservation=reservation, occur_time=to_proto(now)))

@@ -20,11 +20,12 @@ from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name
+from omni_runtime.timestamps import to_proto, utcnow
 from services.inventory import convert, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN, geo
 from services.inventory.domain.stock import AdjustmentRule, Quantities
-from services.inventory.txn import Unit, utcnow
+from services.inventory.txn import Unit
 
 _LEVEL_NAME = (store.stock_levels.c.location_id, store.stock_levels.c.item_sku)
 LEVELS = Listing(
@@ -260,7 +261,7 @@ async def check_availability(
                 wanted.append((row, distance))
         chosen = wanted[: request.near.max_locations or 10]
     summaries = [convert.location_summary(row, now, distance) for row, distance in chosen]
-    response = svc.CheckAvailabilityResponse(locations=summaries, read_time=convert.ts(now))
+    response = svc.CheckAvailabilityResponse(locations=summaries, read_time=to_proto(now))
     for sku in skus:
         entry = svc.ItemAvailability(item=convert.item_name(sku))
         for (row, _), summary in zip(chosen, summaries, strict=True):

@@ -35,11 +35,12 @@ from omni_runtime.db.engine import after_commit
 from omni_runtime.db.idempotency import answer_early, once
 from omni_runtime.errors import Aborted, FailedPrecondition, NotFound
 from omni_runtime.listing import Compiler, Condition, Field, Kind, Listing, ListQuery
+from omni_runtime.timestamps import utcnow
 from services.inventory import convert, metrics, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN, allocation, geo
 from services.inventory.events import MovementJournal, reservation_event
-from services.inventory.txn import Unit, system_channel, utcnow
+from services.inventory.txn import Unit, system_channel
 
 log = logging.getLogger("omni.inventory.reservations")
 

@@ -25,10 +25,11 @@ from omni_runtime.context import current_channel
 from omni_runtime.db.idempotency import once
 from omni_runtime.errors import FailedPrecondition, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name
+from omni_runtime.timestamps import utcnow
 from services.inventory import convert, store
 from services.inventory.catalogue import existing, require_found
 from services.inventory.domain import DOMAIN
-from services.inventory.txn import Unit, utcnow
+from services.inventory.txn import Unit
 
 ACTIVE = res.STOCK_SUBSCRIPTION_STATE_ACTIVE
 CANCELLED = res.STOCK_SUBSCRIPTION_STATE_CANCELLED

@@ -9,7 +9,7 @@ duplicate wait for the first call and answer as it did, instead of racing it for
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,10 +17,6 @@ from omni_runtime.context import ChannelInfo, current_channel, current_principal
 from omni_runtime.db.engine import Database
 from omni_runtime.events.outbox import Outbox
 from services.inventory.events import MovementJournal
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
