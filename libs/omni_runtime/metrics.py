@@ -81,6 +81,12 @@ CONSUMER_PENDING = Gauge(
     ("service", "consumer"),
 )
 
+ERASURES = Counter(
+    "omni_erasures_total",
+    "Customer erasures this service processed (identity's CustomerErasedEvent); state is done or failed.",
+    ("service", "state"),
+)
+
 BUILD_INFO = Gauge("omni_build_info", "Always 1; labels say what runs.", ("service", "version"))
 
 _started: set[int] = set()
