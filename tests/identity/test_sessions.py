@@ -54,9 +54,7 @@ async def test_list_sessions_shows_active_ones_newest_first(stub: Stub) -> None:
     assert len(rest.sessions) == 1 and not rest.next_page_token
 
 
-async def test_every_new_session_publishes_session_started_with_its_channel(
-    stub: Stub, db: Database
-) -> None:
+async def test_every_new_session_publishes_session_started_with_its_channel(stub: Stub, db: Database) -> None:
     tokens = await sessions_of(stub, email(), 2)
     started = {e.session: e for e in await events_of(db, events_pb2.SessionStartedEvent)}
     login = started[tokens[1].session]
