@@ -25,6 +25,7 @@ from omni_runtime.auth.tokens import issue_token
 from omni_runtime.context import ChannelInfo, channel_name
 from omni_runtime.errors import OmniError, Unauthenticated
 from omni_runtime.events.outbox import Outbox
+from omni_runtime.metrics import initialise
 from services.identity import domain, metrics, store
 from services.identity.config import IdentityConfig
 from services.identity.events import session_revoked, session_started, ts
@@ -39,6 +40,7 @@ _REASON_LABELS = {
     value.number: value.name.removeprefix("REASON_").lower()
     for value in events_pb2.SessionRevokedEvent.Reason.DESCRIPTOR.values
 }
+initialise(metrics.SESSIONS_REVOKED, [(label,) for label in (*_REASON_LABELS.values(), "other")])
 
 
 @dataclass(frozen=True, slots=True)

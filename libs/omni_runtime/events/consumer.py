@@ -38,6 +38,7 @@ from omni_runtime.events.outbox import EVENT_TYPE_HEADER, MSG_ID_HEADER
 log = logging.getLogger("omni.consumer")
 
 M = TypeVar("M", bound=Message)
+CONSUMER_OUTCOMES = ("processed", "duplicate", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,11 @@ class EventConsumer:
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
         self.backoff = backoff
+        metrics.initialise(
+            metrics.CONSUMER_HANDLED, ((service, name, outcome) for outcome in CONSUMER_OUTCOMES)
+        )
+        metrics.initialise(metrics.CONSUMER_HANDLING_SECONDS, [(service, name)])
+        metrics.initialise(metrics.CONSUMER_PENDING, [(service, name)])
 
     async def _subscribe(self) -> object:
         stream = await self.bus.ensure_stream(self.producer)
