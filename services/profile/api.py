@@ -5,6 +5,7 @@ privacy.py, journeys.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import grpc
@@ -138,7 +139,7 @@ class ProfileServicer(svc_grpc.ProfileServiceServicer):
         customer = check.name("profile.name", request.profile.name, PROFILE).get("customer", "")
         paths = check.update_mask("update_mask", request.update_mask, PROFILE_FIELDS, r.Profile())
         for i, path in enumerate(paths):
-            if path.startswith("traits.") and not rules.re.fullmatch(r"[a-z][a-z0-9_]{0,63}", path[7:]):
+            if path.startswith("traits.") and not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", path[7:]):
                 check.fail(f"update_mask.paths[{i}]", "trait keys are lower_snake_case", "INVALID_KEY")
             elif "." in path and not path.startswith("traits."):
                 check.fail(f"update_mask.paths[{i}]", f"{path!r} cannot be updated alone", "INVALID_PATH")
@@ -370,7 +371,7 @@ class ProfileServicer(svc_grpc.ProfileServiceServicer):
 
     async def GetJourneyReport(
         self, request: svc.GetJourneyReportRequest, context: grpc.aio.ServicerContext
-    ) -> r.JourneyReport:
+    ) -> svc.JourneyReport:
         check = Checker()
         end = (
             request.end_time.ToDatetime(tzinfo=utcnow().tzinfo) if request.HasField("end_time") else utcnow()
@@ -429,7 +430,7 @@ class ProfileServicer(svc_grpc.ProfileServiceServicer):
         else:
             from datetime import datetime
 
-            at, after_id, first = datetime.fromisoformat(str(position[0])), int(position[1]), False
+            at, after_id, first = datetime.fromisoformat(str(position[0])), int(str(position[1])), False
         page, last = await self.privacy.export_page(customer, size, after_id, first, at)
         if last is not None:
             page.next_page_token = encode_page_token([at.isoformat(), last], fingerprint)

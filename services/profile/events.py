@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -105,6 +106,7 @@ def _money(order: cart_r.Order) -> tuple[str, int]:
 
 def cart_effects(event: Event) -> Effects:
     out = Effects()
+    e: Any
     kind = event.event_type.rsplit(".", 1)[-1]
     if kind == "CartUpdatedEvent":
         e = event.decode(cart_ev.CartUpdatedEvent)
@@ -229,6 +231,7 @@ def cart_effects(event: Event) -> Effects:
 
 def inventory_effects(event: Event) -> Effects:
     out = Effects()
+    e: Any
     kind = event.event_type.rsplit(".", 1)[-1]
     if kind == "ReservationCreatedEvent":
         e = event.decode(inv_ev.ReservationCreatedEvent)
@@ -308,7 +311,7 @@ def messaging_effects(event: Event) -> Effects:
             e4.customer,
             IT.TYPE_SUPPORT_CONTACT,
             e4.occur_time,
-            channel_pb2.ChannelContext(channel=last),
+            channel_pb2.ChannelContext(channel=last),  # type: ignore[arg-type]
             subject=e4.conversation,
             summary=f"Conversation resolved ({e4.intent or 'no intent'})",
             attributes={"intent": e4.intent, "sla_breached": "true" if e4.sla_breached else ""},

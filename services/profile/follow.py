@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,7 +40,9 @@ class Follow:
             return lambda session: self._registered(session, e)
         if kind in ("IdentifierLinkedEvent", "IdentifierUnlinkedEvent"):
             linked = kind == "IdentifierLinkedEvent"
-            message = event.decode(id_ev.IdentifierLinkedEvent if linked else id_ev.IdentifierUnlinkedEvent)
+            message: Any = event.decode(
+                id_ev.IdentifierLinkedEvent if linked else id_ev.IdentifierUnlinkedEvent
+            )
             point_kind = KIND_OF_IDENTIFIER.get(message.kind)
             customer = _customer(message.customer)
             if point_kind is None or not customer:

@@ -92,13 +92,19 @@ class Journeys:
         for row in paths[:max_paths]:
             out.paths.append(
                 r.JourneyPath(
-                    channels=[int(c) for c in row.k.split(",")], purchase_count=row.n, share=row.n / total
+                    channels=[int(c) for c in row.k.split(",")],  # type: ignore[misc]
+                    purchase_count=row.n,
+                    share=row.n / total,
                 )
             )
         for kind, target in (("first", out.first_touch), ("last", out.last_touch)):
             for row in sorted((row for row in rows if row.kind == kind and row.k), key=lambda row: -row.n):
                 target.append(
-                    r.ChannelTouchShare(channel=int(row.k), purchase_count=row.n, share=row.n / total)
+                    r.ChannelTouchShare(
+                        channel=int(row.k),  # type: ignore[arg-type]
+                        purchase_count=row.n,
+                        share=row.n / total,
+                    )
                 )
         median = next((row.median for row in rows if row.kind == "median"), None)
         if median is not None:

@@ -130,9 +130,9 @@ class Privacy:
             session,
             ev.CustomerDataErasedEvent(
                 customer=f"customers/{customer}",
-                trigger=trigger,
+                trigger=trigger,  # type: ignore[arg-type]
                 occur_time=to_proto(utcnow()),
-                requested_by=requested_by,  # type: ignore[arg-type]
+                requested_by=requested_by,
             ),
         )
         return counts, True

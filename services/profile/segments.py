@@ -93,8 +93,13 @@ def _days_since(atom: rules.DaysSince, now: datetime) -> ColumnElement[bool]:
     """``floor((now - f) / 1 day) op N`` as a range on ``f`` (index-friendly)."""
     f = _COLUMNS[atom.field]
     n = atom.days
-    within = lambda d: f > now - d * DAY  # noqa: E731 - fewer than d whole days ago
-    beyond = lambda d: f <= now - d * DAY  # noqa: E731 - at least d whole days ago
+
+    def within(d: int) -> ColumnElement[bool]:  # fewer than d whole days ago
+        return f > now - d * DAY  # type: ignore[no-any-return]
+
+    def beyond(d: int) -> ColumnElement[bool]:  # at least d whole days ago
+        return f <= now - d * DAY  # type: ignore[no-any-return]
+
     if atom.op == "<":
         out = within(n)
     elif atom.op == "<=":
@@ -380,13 +385,12 @@ async def apply_membership(
             .values(member_count=segments.c.member_count + n_joined - n_left)
         )
     if n_joined or n_left:
-        after_commit(
-            session,
-            lambda: (
-                metrics.SEGMENT_CHANGES.labels("joined").inc(n_joined),
-                metrics.SEGMENT_CHANGES.labels("left").inc(n_left),
-            ),
-        )
+
+        def count() -> None:
+            metrics.SEGMENT_CHANGES.labels("joined").inc(n_joined)
+            metrics.SEGMENT_CHANGES.labels("left").inc(n_left)
+
+        after_commit(session, count)
     # Rows written to the outbox by SQL are published by the relay's next poll (within a second).
     return int(n_joined), int(n_left)
 

@@ -155,7 +155,12 @@ class Timeline:
         sources: dict[str, int] = {}
         for item, _ in kept:
             sources[item.source] = sources.get(item.source, 0) + 1
-        after_commit(session, lambda: [metrics.EVENTS_APPLIED.labels(s).inc(n) for s, n in sources.items()])
+
+        def count() -> None:
+            for s, n in sources.items():
+                metrics.EVENTS_APPLIED.labels(s).inc(n)
+
+        after_commit(session, count)
         return recorded
 
     async def _insert(

@@ -147,7 +147,8 @@ async def test_a_segment_gains_and_loses_a_member_on_the_events_that_cross_its_r
             segment=r.Segment(
                 display_name="Big spenders",
                 rule=r.SegmentRule(
-                    filter=f'lifetime.total_spend.EUR >= 5000 AND lifetime.order_count >= 1 AND NOT traits.banned = "yes" OR traits.test_id = "{c}-never"'
+                    filter="lifetime.total_spend.EUR >= 5000 AND lifetime.order_count >= 1 "
+                    f'AND NOT traits.banned = "yes" OR traits.test_id = "{c}-never"'
                 ),
             )
         )

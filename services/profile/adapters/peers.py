@@ -53,7 +53,10 @@ class Peers:
     # -- the view's parts -------------------------------------------------------------------
 
     async def active_cart(self, customer: str, timeout: float) -> Message:
-        return await self.cart().GetCart(cart.GetCartRequest(name=f"{customer}/cart"), timeout=timeout)
+        found: Message = await self.cart().GetCart(
+            cart.GetCartRequest(name=f"{customer}/cart"), timeout=timeout
+        )
+        return found
 
     async def recent_orders(self, customer: str, count: int, timeout: float) -> list[Message]:
         reply = await self.cart().ListOrders(
