@@ -83,6 +83,11 @@ class Runtime:
             EventConsumer(self.settings.service, name, subjects, handler, self.db, self.bus, **kw)
         )
 
+    def consume_batches(self, name: str, subjects: list[str], handler: Any, **kw: Any) -> None:
+        """Register a durable consumer whose ``handler(session, events)`` takes each fetch's new
+        events in one transaction (see ``omni_runtime.events.consumer``)."""
+        self.consume(name, subjects, None, batch_handler=handler, **kw)
+
 
 @dataclass(frozen=True)
 class ServiceDefinition:
