@@ -106,7 +106,9 @@ class _MethodMetrics(Stage):
         code = final_code(call.context, error)
         handled = self.handled.get(code)
         if handled is None:
-            handled = self.handled[code] = metrics.SERVER_HANDLED.labels(*self.labels, code.name)
+            handled = self.handled[code] = metrics.SERVER_HANDLED.labels(
+                *self.labels, metrics.code_label(code)
+            )
         handled.inc()
         if error is None and self.one_response:
             self.sent.inc()
