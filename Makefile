@@ -54,6 +54,7 @@ contracts: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy libs/omni_runtime libs/omni_client
+	$(BIN)/mypy examples/*.py
 
 pytest: $(STAMP)
 	$(BIN)/pytest

@@ -1,4 +1,5 @@
-"""The first hour: the demo data ``make run`` loads, and the examples it prints, run as printed.
+"""The first hour: the demo data ``make run`` loads, the examples it prints (run as printed), and
+the client library's examples (run with nothing but the omni-client wheel).
 
 identity, inventory, cart and the gateway run in-process (as tests/gateway/platform.py builds
 them); the demo data is loaded exactly as ``omni dev up`` loads it; then the printed examples run
@@ -14,19 +15,25 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.protobuf import field_mask_pb2
 
+import omni_client
 from omni.cart.v1 import cart_service_pb2 as cart_pb
 from omni.cart.v1 import cart_service_pb2_grpc
 from omni.inventory.v1 import inventory_service_pb2 as inv_pb
 from omni.inventory.v1 import inventory_service_pb2_grpc
+from omni.inventory.v1 import resources_pb2 as inv_resources
 from omni_runtime import demo
 from omni_runtime.testing.plugin import Infra, bearer
+from tests.client.wheel import InstalledWheel, install
 from tests.gateway.platform import Platform, available, live, running_platform, seed_demo_data
 
 SERVICES = ("identity", "inventory", "cart")
 REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
 pytestmark = pytest.mark.skipif(
     available(SERVICES) != list(SERVICES),
     reason=f"needs identity, inventory and cart; present: {available(SERVICES)}",
@@ -211,3 +218,128 @@ def _fetch(url: str) -> str:
 
     with urllib.request.urlopen(url, timeout=10) as response:
         return str(response.read().decode())
+
+
+# -- the client library's examples, run with nothing but the omni-client wheel ------------------
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
+    return install(tmp_path_factory.mktemp("omni-client"))
+
+
+async def _example(wheel: InstalledWheel, platform: Platform, script: str, *args: str) -> str:
+    targets = {f"OMNI_{name.upper()}_TARGET": target for name, target in platform.targets.items()}
+    done = await asyncio.to_thread(wheel.run, str(EXAMPLES / script), *args, **targets)
+    assert done.returncode == 0, f"{script}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+async def test_the_web_backend_example_adds_to_a_shoppers_cart(
+    platform: Platform, seeded: demo.DemoState, wheel: InstalledWheel
+) -> None:
+    from omni.identity.v1 import identity_service_pb2 as id_pb
+    from omni.identity.v1 import identity_service_pb2_grpc
+    from omni.identity.v1 import resources_pb2 as id_resources
+
+    identity = identity_service_pb2_grpc.IdentityServiceStub(
+        platform.channels["omni.identity.v1.IdentityService"]
+    )
+    shopper = await identity.RegisterCustomer(
+        id_pb.RegisterCustomerRequest(
+            identifier=id_resources.IdentifierKey(
+                kind=id_resources.IDENTIFIER_KIND_EMAIL, value="web-example@example.com"
+            ),
+            password="a long enough passphrase",
+        ),
+        metadata=(("x-omni-channel", "web"),),
+    )
+    out = await _example(
+        wheel,
+        platform,
+        "web_add_to_cart.py",
+        "--email",
+        "web-example@example.com",
+        "--password",
+        "a long enough passphrase",
+        "--more",
+        "2",
+    )
+    assert "items/TRAIL-SHOE-42: 200 in stock online" in out
+    assert "subtotal 387.00 EUR" in out  # 3 × 129.00
+    carts = cart_service_pb2_grpc.CartServiceStub(platform.channels["omni.cart.v1.CartService"])
+    cart = await carts.GetCart(
+        cart_pb.GetCartRequest(name=f"{shopper.customer.name}/cart"),
+        metadata=bearer(shopper.token.access_token),
+    )
+    assert [(line.item, line.quantity) for line in cart.lines] == [("items/TRAIL-SHOE-42", 3)]
+    assert (cart.lines[0].added_by.channel, cart.lines[0].added_by.device) == (
+        1,
+        "browser-demo",
+    )  # CHANNEL_WEB
+
+
+async def test_the_pos_example_commits_a_sale_once(
+    platform: Platform, seeded: demo.DemoState, wheel: InstalledWheel
+) -> None:
+    token = await _token(platform, seeded)
+    stub = inventory_service_pb2_grpc.InventoryServiceStub(
+        platform.channels["omni.inventory.v1.InventoryService"]
+    )
+    level = "locations/store-1/stockLevels/MERINO-SOCKS"
+    before = await stub.GetStockLevel(inv_pb.GetStockLevelRequest(name=level), metadata=bearer(token))
+    out = await _example(wheel, platform, "pos_sale.py", "--sell", "MERINO-SOCKS=2", "--receipt", "R-TEST-1")
+    assert "associate@omni.local at the till of locations/store-1" in out
+    assert "receipt R-TEST-1: 29.80 EUR" in out and "sale committed once (1 movements)" in out
+    after = await stub.GetStockLevel(inv_pb.GetStockLevelRequest(name=level), metadata=bearer(token))
+    assert after.on_hand == before.on_hand - 2  # sent twice, taken once
+    sales = await stub.ListStockMovements(
+        inv_pb.ListStockMovementsRequest(parent=level, filter='reference = "R-TEST-1"'),
+        metadata=bearer(token),
+    )
+    assert [(m.on_hand_delta, m.channel.device, m.channel.store) for m in sales.stock_movements] == [
+        (-2, "till-1", "locations/store-1")
+    ]
+
+
+async def test_concurrent_read_modify_writes_with_retry_on_aborted_lose_nothing(
+    platform: Platform, seeded: demo.DemoState
+) -> None:
+    """Eight back-office clients raise one level's safety stock at once, each read-modify-write
+    with the etag: every ABORTED is re-read and retried, so all eight increments land."""
+    token = await _token(platform, seeded)
+    level = "locations/warehouse-cluj/stockLevels/HEADLAMP-300"
+    channels = [
+        omni_client.connect(
+            platform.targets["inventory"],
+            context=omni_client.CallContext("backoffice"),
+            token=omni_client.StaticToken(token),
+        )
+        for _ in range(8)
+    ]
+    try:
+        stubs = [inventory_service_pb2_grpc.InventoryServiceStub(c) for c in channels]
+        start = (await stubs[0].GetStockLevel(inv_pb.GetStockLevelRequest(name=level))).safety_stock
+
+        async def increment(stub: inventory_service_pb2_grpc.InventoryServiceStub) -> None:
+            async def read() -> Any:
+                return await stub.GetStockLevel(inv_pb.GetStockLevelRequest(name=level))
+
+            async def write(current: Any) -> Any:
+                return await stub.UpdateStockLevel(
+                    inv_pb.UpdateStockLevelRequest(
+                        stock_level=inv_resources.StockLevel(
+                            name=level, safety_stock=current.safety_stock + 1, etag=current.etag
+                        ),
+                        update_mask=field_mask_pb2.FieldMask(paths=["safety_stock"]),
+                    )
+                )
+
+            await omni_client.retry_on_aborted(read, write, attempts=20, max_pause=0.01)
+
+        await asyncio.gather(*(increment(s) for s in stubs))
+        final = await stubs[0].GetStockLevel(inv_pb.GetStockLevelRequest(name=level))
+        assert final.safety_stock == start + 8
+    finally:
+        for channel in channels:
+            await channel.close()
