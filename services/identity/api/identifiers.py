@@ -47,7 +47,7 @@ from services.identity.api.base import (
     customer_is_guest,
     identifier_key,
 )
-from services.identity.api.common import DOMAIN, identity_listing, reading, scope, transact
+from services.identity.api.common import DOMAIN, identity_listing, scope, transact
 
 LINK_PURPOSE = resources_pb2.ONE_TIME_CODE_PURPOSE_LINK_IDENTIFIER
 ATTESTABLE = frozenset({domain.LOYALTY_CARD, domain.FACEBOOK, domain.INSTAGRAM, domain.WHATSAPP})
@@ -360,7 +360,7 @@ class IdentifierHandlers(HandlerBase):
     async def _resolve(
         self, kind: int, value: str, include_unverified: bool
     ) -> pb.ResolveIdentityResponse | None:
-        async with reading(self.d.db) as reader:
+        async with self.d.db.read() as reader:  # one statement (the POS and call-center path)
             found = await store.resolve(reader, kind, value)
             if found is None or not (found.identifier_verified or include_unverified):
                 return None
