@@ -231,7 +231,8 @@ class ProfileUnmerges:
     """Profile's ProfilesUnmergedEvent (any reason): a merge was undone.
 
     The source customer, if it is still MERGED into the target, is usable again: ACTIVE when it
-    had registered, GUEST otherwise, ``merged_into`` cleared. The target's identifiers named in
+    had registered (a password or a register time), GUEST otherwise, ``merged_into`` cleared.
+    The target's identifiers named in
     ``returned_contact_points`` move back to it (IdentifierUnlinkedEvent MOVED, then
     IdentifierLinkedEvent), primary when the source has no primary of that kind; the target
     keeps every other identifier, including those it gained since the merge. Sessions are not
@@ -277,5 +278,7 @@ class ProfileUnmerges:
             )
             moved = SimpleNamespace(**{**row._asdict(), "customer_id": source_id, "is_primary": primary})
             await self.outbox.emit(session, identifier_linked(moved))
-        state = Customer.STATE_ACTIVE if source.register_time is not None else Customer.STATE_GUEST
+        # Guests never set a password nor registered; every registered customer did one or both.
+        registered = source.register_time is not None or source.password_hash is not None
+        state = Customer.STATE_ACTIVE if registered else Customer.STATE_GUEST
         await store.bump_customer(session, source_id, state=state, merged_into=None)

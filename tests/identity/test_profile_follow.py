@@ -92,7 +92,7 @@ async def test_an_unmerge_returns_the_identifiers_and_reactivates_the_source(
     assert target.customer.primary_email in listed and own in listed
     assert source.customer.primary_email not in listed and number not in listed
     resolved = await stub.ResolveIdentity(
-        pb.ResolveIdentityRequest(identifier=phone_key(number)), metadata=admin
+        pb.ResolveIdentityRequest(identifier=phone_key(number), include_unverified=True), metadata=admin
     )
     assert resolved.customer.name == source.customer.name
     # The source can log in again with its own password.
