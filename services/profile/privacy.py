@@ -161,6 +161,11 @@ class Privacy:
         if not customer or not receipt.service:
             return
         await self.open(session, customer, "")
+        # Receipts arrive on several consumers at once: the erasure row's lock orders them, so
+        # the last one to commit sees every other receipt and closes the erasure.
+        await session.execute(
+            select(erasures.c.customer).where(erasures.c.customer == customer).with_for_update()
+        )
         state = (
             Receipt.STATE_DONE
             if receipt.state == erasure_pb2.ErasureReceipt.STATE_DONE
