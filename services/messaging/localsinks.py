@@ -431,6 +431,11 @@ async def _main(
     await smtp.stop()
 
 
+def _announce(smtp_port: int, http_port: int) -> None:
+    sys.stdout.write(f"sinks ready: smtp {smtp_port}, http {http_port}\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.messaging.localsinks", description=__doc__)
     parser.add_argument("--outbox", type=Path, required=True)
@@ -446,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
             args.smtp_port,
             args.http_port,
             args.status_callbacks,
-            lambda: sys.stdout.write(f"sinks ready: smtp {args.smtp_port}, http {args.http_port}\n") and None,
+            lambda: _announce(args.smtp_port, args.http_port),
         )
     )
 

@@ -14,7 +14,7 @@ from omni.messaging.v1 import events_pb2 as messaging_events
 from omni.messaging.v1 import messaging_service_pb2_grpc
 from omni_runtime.events.erasure import consume_erasures
 from omni_runtime.server import Runtime, ServiceDefinition
-from services.messaging import contacts, defaults, template_admin
+from services.messaging import contacts, defaults, metrics, template_admin
 from services.messaging.adapters.identity import IdentityClient
 from services.messaging.adapters.preferences import PreferencesClient
 from services.messaging.api import MessagingServicer
@@ -58,6 +58,7 @@ def definition(clock: Clock | None = None) -> ServiceDefinition:
             if created:
                 log.info("created %d default template(s)", created)
         log.info("providers: %s", providers.describe())
+        metrics.initialise_providers({c: [p.name for p in ps] for c, ps in providers.by_channel.items()})
         messaging_service_pb2_grpc.add_MessagingServiceServicer_to_server(MessagingServicer(unit), server)  # type: ignore[abstract]
         reactions = Reactions(unit)
         runtime.consume("one-time-codes", [ONE_TIME_CODE_ISSUED], reactions.on_one_time_code)

@@ -5,11 +5,14 @@ Names are checked against the Grafana dashboards and alert rules under deploy/ b
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from google.protobuf.descriptor import EnumDescriptor
 from prometheus_client import Counter, Gauge, Histogram
 
 from omni.messaging.v1 import resources_pb2 as res
 from omni.type.v1 import channel_pb2
+from omni_runtime.metrics import initialise
 
 NOTIFICATIONS = Counter(
     "omni_messaging_notifications_total",
@@ -69,3 +72,21 @@ def count(state: str, channel: int = 0, reason: int = 0) -> None:
 
 def channel_label(channel: int) -> str:
     return _label(channel_pb2.Channel.DESCRIPTOR, channel, "CHANNEL_")
+
+
+def initialise_providers(providers: Mapping[int, Iterable[str]]) -> None:
+    """Every configured (provider, channel) at 0 for each outcome, so the failure ratio and its
+    alert read 0 before the first send instead of "No data"."""
+    initialise(
+        PROVIDER_REQUESTS,
+        [
+            (provider, channel_label(channel), outcome)
+            for channel, names in providers.items()
+            for provider in names
+            for outcome in ("ok", "transient", "permanent")
+        ],
+    )
+
+
+initialise(NOTIFICATIONS, [(state, "", "") for state in ("accepted", "held", "suppressed")])
+initialise(WORKER_PASSES, [("ok",), ("error",)])

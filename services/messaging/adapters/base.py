@@ -41,8 +41,6 @@ class Outbound:
     idempotency_key: str = ""
     # The notification (or, later, conversation message) it carries, for the provider's metadata.
     reference: str = ""
-    # Unsubscribe link for marketing e-mail (List-Unsubscribe), when configured.
-    unsubscribe_url: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
 
 

@@ -65,9 +65,6 @@ def build_message(config: SmtpConfig, message: Outbound) -> EmailMessage:
     mail["Message-ID"] = f"<{key}@{config.sender_domain}>"
     if message.reference:
         mail["X-Omni-Reference"] = message.reference
-    if message.unsubscribe_url:
-        mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
-        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mail.set_content(message.body)
     if message.html_body:
         mail.add_alternative(message.html_body, subtype="html")
