@@ -153,11 +153,13 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             "ops",
             [
                 (
-                    f'sum by (channel) (rate(omni_messaging_notifications_total{{{NS}, state="sent"}}{RATE}))',
+                    "sum by (channel) "
+                    f'(rate(omni_messaging_notifications_total{{{NS}, state="sent"}}{RATE}))',
                     "sent {{channel}}",
                 ),
                 (
-                    f'sum by (channel) (rate(omni_messaging_notifications_total{{{NS}, state="delivered"}}{RATE}))',
+                    "sum by (channel) "
+                    f'(rate(omni_messaging_notifications_total{{{NS}, state="delivered"}}{RATE}))',
                     "delivered {{channel}}",
                 ),
             ],
@@ -167,7 +169,8 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             "ops",
             [
                 (
-                    f'sum by (reason) (rate(omni_messaging_notifications_total{{{NS}, state="suppressed"}}{RATE}))',
+                    "sum by (reason) "
+                    f'(rate(omni_messaging_notifications_total{{{NS}, state="suppressed"}}{RATE}))',
                     "{{reason}}",
                 )
             ],
@@ -177,7 +180,8 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             "percentunit",
             [
                 (
-                    f'sum by (provider) (rate(omni_messaging_provider_requests_total{{{NS}, outcome!="ok"}}{RATE}))'
+                    "sum by (provider) "
+                    f'(rate(omni_messaging_provider_requests_total{{{NS}, outcome!="ok"}}{RATE}))'
                     f" / sum by (provider) (rate(omni_messaging_provider_requests_total{{{NS}}}{RATE}))",
                     "{{provider}}",
                 )

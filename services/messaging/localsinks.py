@@ -79,7 +79,7 @@ class SmtpSink:
         self.tls_context = tls_context
         self.messages: list[EmailMessage] = []
         self.sessions_with_tls = 0
-        # Tests: refuse recipients, or hold DATA until released.
+        # Tests: refuse recipients, or hold every transaction at RCPT (before any content) until released.
         self.refuse: dict[str, tuple[int, str]] = {}
         self.hold: asyncio.Event | None = None
         self.holding = asyncio.Event()
@@ -90,6 +90,9 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self.hold is not None:  # before the message is transferred: a cut-off send leaves nothing
+            self.holding.set()
+            await self.hold.wait()
         refused = self.refuse.get(address.lower())
         if refused is not None:
             return f"{refused[0]} {refused[1]}"
@@ -97,9 +100,6 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.hold is not None:
-            self.holding.set()
-            await self.hold.wait()
         raw = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)

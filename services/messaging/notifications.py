@@ -26,11 +26,11 @@ from omni.preferences.v1 import resources_pb2 as pref
 from omni.type.v1 import channel_pb2
 from omni_runtime.context import ChannelInfo, current_channel
 from omni_runtime.db.engine import after_commit
-from omni_runtime.db.idempotency import once, recall
+from omni_runtime.db.idempotency import once
 from omni_runtime.errors import FieldViolation, InvalidArgument, NotFound
 from omni_runtime.listing import Field, Kind, Listing, ListQuery, by_name
 from services.messaging import convert, events, metrics, store, template_admin
-from services.messaging.adapters.preferences import PreferencesUnavailable
+from services.messaging.adapters.preferences import PreferencesRefused, PreferencesUnavailable
 from services.messaging.domain import DOMAIN, plans
 from services.messaging.domain import templates as rules
 from services.messaging.unit import Unit
@@ -135,8 +135,13 @@ def _planned(new: NewNotification, plan: plans.Plan | None, now: datetime, unit:
     """Row values for the first step of a new notification."""
     if not new.consult:
         return {"state": PENDING, "channels": [new.requested_channel], "due_time": now}
-    if plan is None:  # preferences did not answer: the worker asks again shortly
-        return {"state": PENDING, "decide": True, "due_time": now + unit.config.retry.base_delay}
+    if plan is None:  # preferences did not answer: the worker asks again shortly (a new question)
+        return {
+            "state": PENDING,
+            "decide": True,
+            "decisions": 1,
+            "due_time": now + unit.config.retry.base_delay,
+        }
     if isinstance(plan, plans.Send):
         return {
             "state": PENDING,
@@ -208,32 +213,33 @@ def check_params(template: store.AnyRow, params: Mapping[str, str]) -> None:
 
 
 async def send(unit: Unit, request: svc.SendNotificationRequest) -> res.Notification:
-    """SendNotification: validate against the template, ask preferences, then write the outcome."""
+    """SendNotification: validate against the template, ask preferences, then write the outcome.
+
+    One transaction, opened by the request id's claim: a retry gets the stored answer without
+    asking preferences again, and a concurrent duplicate waits for the first call instead of
+    asking beside it. It stays open during DecideContact (one peer call, no row locks beyond the
+    claim), which costs a pooled connection for that long and saves three round trips.
+    """
     n = request.notification
-    async with unit.db.transaction() as session:
-        stored = await recall(session, SEND_SCOPE, request.request_id, request, res.Notification)
-        if stored is not None:
-            return stored
-        template = await template_admin.load(session, n.template.removeprefix("templates/"))
-    check_params(template, n.params)
-    new = NewNotification(
-        notification_id=derived_id(SEND_SCOPE, request.request_id),
-        customer=n.customer,
-        template=template,
-        topic=n.topic or template.topic,
-        purpose=n.purpose or template.purpose or pref.CONTACT_PURPOSE_MARKETING,
-        params=dict(n.params),
-        requested_channel=n.requested_channel,
-        subject_resource=n.subject_resource,
-        expire_time=n.expire_time.ToDatetime(tzinfo=UTC) if n.HasField("expire_time") else None,
-        request_id=request.request_id,
-        by=current_channel.get(),
-    )
-    plan = await decide_new(unit, new)
 
     async def work(session: AsyncSession) -> res.Notification:
-        row = await insert_new(unit, session, new, plan)
-        if row is None:  # the same request id raced in: answer with what it wrote
+        template = await template_admin.load(session, n.template.removeprefix("templates/"))
+        check_params(template, n.params)
+        new = NewNotification(
+            notification_id=derived_id(SEND_SCOPE, request.request_id),
+            customer=n.customer,
+            template=template,
+            topic=n.topic or template.topic,
+            purpose=n.purpose or template.purpose or pref.CONTACT_PURPOSE_MARKETING,
+            params=dict(n.params),
+            requested_channel=n.requested_channel,
+            subject_resource=n.subject_resource,
+            expire_time=n.expire_time.ToDatetime(tzinfo=UTC) if n.HasField("expire_time") else None,
+            request_id=request.request_id,
+            by=current_channel.get(),
+        )
+        row = await insert_new(unit, session, new, await decide_new(unit, new))
+        if row is None:  # written before under this id (a replayed claim): answer with it
             row = (await session.execute(select(N).where(N.c.id == new.notification_id))).one()
         return convert.notification(row)
 
@@ -263,8 +269,8 @@ async def decide_new(unit: Unit, new: NewNotification) -> plans.Plan | None:
             evaluate_time=now,
             request_id=decision_request_id(new.notification_id, 0),
         )
-    except PreferencesUnavailable as exc:
-        log.warning("preferences unavailable; %s waits for a decision: %s", new.notification_id, exc)
+    except (PreferencesUnavailable, PreferencesRefused) as exc:
+        log.warning("no decision from preferences yet for %s; the worker asks: %s", new.notification_id, exc)
         return None
     return plans.plan(
         decision,

@@ -40,7 +40,7 @@ from omni_runtime.db.engine import after_commit
 from omni_runtime.events.bus import stop_requested
 from services.messaging import contacts, convert, events, metrics, notifications, store
 from services.messaging.adapters import base
-from services.messaging.adapters.preferences import PreferencesUnavailable
+from services.messaging.adapters.preferences import PreferencesRefused, PreferencesUnavailable
 from services.messaging.domain import delivery, plans
 from services.messaging.domain import templates as rules
 from services.messaging.domain.contacts import Destination
@@ -108,13 +108,17 @@ class DeliveryWorker:
         """Claim one batch of due notifications and work it; how many were claimed."""
         claims = await self.claim(self.unit.config.batch_size)
         if claims:
-            await asyncio.gather(*(self._guarded(c) for c in claims))
+            ids = {c.row.template_id for c in claims}
+            async with self.unit.db.transaction() as session:
+                found = await session.execute(select(store.templates).where(store.templates.c.id.in_(ids)))
+                templates = {t.id: t for t in found}
+            await asyncio.gather(*(self._guarded(c, templates.get(c.row.template_id)) for c in claims))
         return len(claims)
 
-    async def _guarded(self, claim: Claim) -> None:
+    async def _guarded(self, claim: Claim, template: store.AnyRow | None) -> None:
         async with self._slots:
             try:
-                await self.process(claim)
+                await self.process(claim, template)
             except LeaseLost:
                 log.warning("lost the lease of notification %s; another worker has it", claim.row.id)
             except asyncio.CancelledError:
@@ -167,7 +171,7 @@ class DeliveryWorker:
 
     # -- one notification ---------------------------------------------------------------------
 
-    async def process(self, claim: Claim) -> None:
+    async def process(self, claim: Claim, template: store.AnyRow | None) -> None:
         unit = self.unit
         row = claim.row
         now = unit.clock.now()
@@ -177,10 +181,6 @@ class DeliveryWorker:
         if row.expire_time is not None and row.expire_time <= now:
             await self._suppress(claim, res.SUPPRESSION_REASON_EXPIRED)
             return
-        async with unit.db.transaction() as session:
-            template = (
-                await session.execute(select(store.templates).where(store.templates.c.id == row.template_id))
-            ).first()
         if template is None:
             await self._suppress(claim, res.SUPPRESSION_REASON_NO_TEMPLATE_CONTENT)
             return
@@ -211,8 +211,12 @@ class DeliveryWorker:
             )
         except PreferencesUnavailable as exc:
             log.warning("preferences unavailable for %s; asking again later: %s", row.id, exc)
-            wait = unit.config.retry.delay(row.tries + 1, unit.rng)
-            await self._write(claim, due_time=now + wait, lease_until=None)
+            wait = unit.config.retry.delay(min(row.decisions + 1, 10), unit.rng)
+            await self._write(claim, due_time=now + wait, lease_until=None, decisions=row.decisions + 1)
+            return None
+        except PreferencesRefused as exc:
+            log.error("preferences refused to decide for %s; it fails: %s", row.id, exc)
+            await self._refused(claim, str(exc))
             return None
         plan = plans.plan(
             decision,
@@ -446,6 +450,45 @@ class DeliveryWorker:
         ):
             await self._record_contact(row, channel, now)
 
+    async def _refused(self, claim: Claim, message: str) -> None:
+        """Preferences will not decide (it refused the question): FAILED, with the refusal as the
+        attempt, so the operator sees why instead of a notification pending for ever."""
+        now = self.unit.clock.now()
+        channel = claim.row.requested_channel
+        async with self.unit.db.transaction() as session:
+            await self._locked(session, claim)
+            count = (
+                await session.execute(
+                    select(func.count()).select_from(A).where(A.c.notification_id == claim.row.id)
+                )
+            ).scalar_one()
+            await session.execute(
+                A.insert().values(
+                    notification_id=claim.row.id,
+                    channel=channel,
+                    provider="preferences",
+                    state=A_FAILED,
+                    error_code=base.PREFERENCES_REFUSED,
+                    error_message=message[:500],
+                    idempotency_key=f"{claim.row.id}.{count + 1}",
+                    attempt_time=now,
+                    update_time=now,
+                )
+            )
+            final = (
+                await session.execute(
+                    update(N)
+                    .where(N.c.id == claim.row.id)
+                    .values(state=FAILED, due_time=None, lease_until=None, update_time=now)
+                    .returning(*N.c)
+                )
+            ).one()
+            attempts = (
+                await session.execute(select(A).where(A.c.notification_id == claim.row.id).order_by(A.c.id))
+            ).all()
+            await self.unit.outbox.emit(session, events.failed(final, attempts, now))
+        metrics.count("failed", channel)
+
     async def _record_contact(self, row: store.AnyRow, channel: int, now: datetime) -> None:
         """A marketing contact made on a channel the decision did not reserve (a fallback)."""
         try:
@@ -457,7 +500,7 @@ class DeliveryWorker:
                 contact_time=now,
                 request_id=notifications.decision_request_id(row.id, -channel),
             )
-        except PreferencesUnavailable as exc:
+        except (PreferencesUnavailable, PreferencesRefused) as exc:
             log.warning("RecordContact for %s failed; the contact is not counted: %s", row.id, exc)
 
     async def _attempt_failed(

@@ -328,7 +328,10 @@ async def test_a_bounce_falls_back_and_delivered_opened_clicked_reach_the_timeli
         types = [
             r[0]
             for r in await session.execute(
-                text("SELECT event_type FROM omni_outbox WHERE payload LIKE '%' || :n || '%' ORDER BY seq"),
+                text(
+                    "SELECT event_type FROM omni_outbox"
+                    " WHERE position(CAST(:n AS bytea) IN payload) > 0 ORDER BY seq"
+                ),
                 {"n": accepted.name.encode()},
             )
         ]

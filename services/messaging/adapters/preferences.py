@@ -3,7 +3,12 @@
 Preferences decides everything about whether and how a customer may be contacted; this adapter
 turns its answer into ``domain.plans.Decision``. Calls go through the runtime's peer channel
 (service token, trace context, deadline). A failure is raised as ``PreferencesUnavailable`` so
-the caller can keep the notification waiting instead of guessing a decision.
+the caller can keep the notification waiting instead of guessing a decision, or as
+``PreferencesRefused`` when asking again cannot help.
+
+Every DecideContact of a notification has its own request id (the n-th decision): a retry after
+a timeout asks anew, so a reservation the timed-out call may have made counts once more — the
+conservative side, as preferences' contract puts it for reserved contacts that fail.
 """
 
 from __future__ import annotations
@@ -24,7 +29,32 @@ TIMEOUT_SECONDS = 5.0
 
 
 class PreferencesUnavailable(Exception):
-    """Preferences could not answer (down, overloaded, or refused the call)."""
+    """Preferences could not answer now (down, overloaded, too slow): ask again later."""
+
+
+class PreferencesRefused(Exception):
+    """Preferences refused the question itself (INVALID_ARGUMENT, PERMISSION_DENIED, …): asking
+    again will not help."""
+
+
+# Codes after which the same question may well be answered later.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+def _failure(method: str, exc: grpc.aio.AioRpcError) -> Exception:
+    text = f"{method}: {exc.code().name}: {exc.details()}"
+    return PreferencesUnavailable(text) if exc.code() in RETRYABLE else PreferencesRefused(text)
 
 
 def _time(stamp: object) -> datetime | None:
@@ -86,7 +116,7 @@ class PreferencesClient:
         try:
             reply = await self.stub.DecideContact(request, timeout=TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
-            raise PreferencesUnavailable(f"DecideContact: {exc.code().name}: {exc.details()}") from None
+            raise _failure("DecideContact", exc) from None
         return decision_of(reply)
 
     async def record_contact(
@@ -110,4 +140,4 @@ class PreferencesClient:
         try:
             await self.stub.RecordContact(request, timeout=TIMEOUT_SECONDS)
         except grpc.aio.AioRpcError as exc:
-            raise PreferencesUnavailable(f"RecordContact: {exc.code().name}: {exc.details()}") from None
+            raise _failure("RecordContact", exc) from None
