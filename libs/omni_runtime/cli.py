@@ -5,7 +5,8 @@ omni migrate <service>     apply the service's database migrations and exit (the
 omni dev up [--only a,b]   the whole platform locally (what `make run` runs)
 omni dev status            health of every local process
 omni dev outbox            what the local platform "sent" (mails, texts, pushes in .omni/outbox/)
-omni protos generate|lint|breaking
+omni call SERVICE METHOD JSON  call a gRPC method (reflection, proto3 JSON); `omni call -h`
+omni protos generate|lint|breaking|client-wheel
 """
 
 from __future__ import annotations
@@ -73,8 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     dev_sub.add_parser("status", help="health of every local process")
     p_outbox = dev_sub.add_parser("outbox", help="the mails, texts and pushes the local platform sent")
     p_outbox.add_argument("--home", default=os.environ.get("OMNI_HOME", ".omni"), help="data directory")
+    sub.add_parser("call", help="call a gRPC method of a running service (omni call -h)", add_help=False)
     p_protos = sub.add_parser("protos", help="contract tools")
     p_protos.add_argument("args", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["call"]:  # its own parser: flags and JSON are passed through untouched
+        from omni_runtime.devtools import call
+
+        return call.main(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "serve":
