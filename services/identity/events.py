@@ -167,6 +167,21 @@ def session_revoked(session_name: str, principal: str, reason: int) -> events_pb
 # --- consumed ------------------------------------------------------------------------------------
 
 
+async def move_identifier(
+    outbox: Outbox, session: AsyncSession, row: Any, to_customer: str, *, primary: bool
+) -> None:
+    """Give an identifier to another customer: IdentifierUnlinkedEvent MOVED from the holder,
+    then IdentifierLinkedEvent for the new one (merges and unmerges that profile decided)."""
+    await outbox.emit(session, identifier_unlinked(row, UNLINKED.REASON_MOVED))
+    await session.execute(
+        update(store.identifiers)
+        .where(store.identifiers.c.id == row.id)
+        .values(customer_id=to_customer, is_primary=primary)
+    )
+    moved = SimpleNamespace(**{**row._asdict(), "customer_id": to_customer, "is_primary": primary})
+    await outbox.emit(session, identifier_linked(moved))
+
+
 class ProfileMerges:
     """Profile's ProfilesMergedEvent, reason DUPLICATE: the two records were one person.
 
@@ -202,15 +217,9 @@ class ProfileMerges:
             return
         taken = {row.kind for row in await store.customer_identifiers(session, target_id) if row.is_primary}
         for row in await store.customer_identifiers(session, source_id):
-            primary = row.is_primary and row.kind not in taken
-            await self.outbox.emit(session, identifier_unlinked(row, UNLINKED.REASON_MOVED))
-            await session.execute(
-                update(store.identifiers)
-                .where(store.identifiers.c.id == row.id)
-                .values(customer_id=target_id, is_primary=primary)
+            await move_identifier(
+                self.outbox, session, row, target_id, primary=row.is_primary and row.kind not in taken
             )
-            moved = SimpleNamespace(**{**row._asdict(), "customer_id": target_id, "is_primary": primary})
-            await self.outbox.emit(session, identifier_linked(moved))
         await store.bump_customer(session, source_id, state=Customer.STATE_MERGED, merged_into=target_id)
         await self.sessions.revoke_all(
             session, customer_name(source_id), events_pb2.SessionRevokedEvent.REASON_PRINCIPAL_DISABLED
@@ -268,16 +277,8 @@ class ProfileUnmerges:
         for row in await store.customer_identifiers(session, target_id):
             if (row.kind, row.value) not in returned:
                 continue
-            primary = row.kind not in taken
+            await move_identifier(self.outbox, session, row, source_id, primary=row.kind not in taken)
             taken.add(row.kind)
-            await self.outbox.emit(session, identifier_unlinked(row, UNLINKED.REASON_MOVED))
-            await session.execute(
-                update(store.identifiers)
-                .where(store.identifiers.c.id == row.id)
-                .values(customer_id=source_id, is_primary=primary)
-            )
-            moved = SimpleNamespace(**{**row._asdict(), "customer_id": source_id, "is_primary": primary})
-            await self.outbox.emit(session, identifier_linked(moved))
         # Guests never set a password nor registered; every registered customer did one or both.
         registered = source.register_time is not None or source.password_hash is not None
         state = Customer.STATE_ACTIVE if registered else Customer.STATE_GUEST

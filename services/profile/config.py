@@ -10,19 +10,6 @@ from omni_runtime.config import ConfigError, Settings
 ALL_PEERS = ("identity", "cart", "inventory", "preferences", "messaging")
 
 
-def _number(settings: Settings, name: str, default: float) -> float:
-    raw = settings.setting(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"OMNI_PROFILE_{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"OMNI_PROFILE_{name} must be positive")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class ProfileConfig:
     # The services deployed beside profile that hold customer data: GetCustomerView and
@@ -49,8 +36,8 @@ class ProfileConfig:
             )
         return cls(
             peers=peers,
-            view_source_timeout=_number(settings, "VIEW_SOURCE_TIMEOUT_SECONDS", 1.0),
-            view_reserve=_number(settings, "VIEW_RESERVE_SECONDS", 0.05),
-            time_pass_interval=_number(settings, "TIME_PASS_INTERVAL_SECONDS", 3600.0),
-            consumer_batch=int(_number(settings, "CONSUMER_BATCH", 256)),
+            view_source_timeout=settings.number("VIEW_SOURCE_TIMEOUT_SECONDS", 1.0, positive=True),
+            view_reserve=settings.number("VIEW_RESERVE_SECONDS", 0.05, positive=True),
+            time_pass_interval=settings.number("TIME_PASS_INTERVAL_SECONDS", 3600.0, positive=True),
+            consumer_batch=int(settings.number("CONSUMER_BATCH", 256, positive=True)),
         )

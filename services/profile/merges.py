@@ -31,7 +31,7 @@ from services.profile import convert, metrics
 from services.profile.domain.profile import SCALAR_FIELDS, conflicting_identifiers, key, plan_merge
 from services.profile.profiles import DOMAIN, Profiles, load, not_active, profile_row
 from services.profile.segments import Segments
-from services.profile.store import addresses, interactions, merges, profiles, purchases
+from services.profile.store import BLANK_PERSONAL_DATA, addresses, interactions, merges, profiles, purchases
 from services.profile.timeline import lock_profiles, recompute_all
 
 ACTIVE = r.Profile.STATE_ACTIVE
@@ -207,16 +207,7 @@ class Merges:
             .values(
                 state=r.Profile.STATE_MERGED,
                 merged_into=target,
-                given_name="",
-                family_name="",
-                display_name="",
-                language_code="",
-                birthday_year=0,
-                birthday_month=0,
-                birthday_day=0,
-                traits={},
-                contact_points=[],
-                contact_kinds=[],
+                **BLANK_PERSONAL_DATA,
                 version=profiles.c.version + 1,
                 update_time=now,
             )

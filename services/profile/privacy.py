@@ -37,6 +37,7 @@ from services.profile import convert, metrics
 from services.profile.profiles import DOMAIN, load
 from services.profile.segments import Segments
 from services.profile.store import (
+    BLANK_PERSONAL_DATA,
     addresses,
     channel_usage,
     erasure_receipts,
@@ -69,16 +70,7 @@ async def erase_rows(session: AsyncSession, customer: str) -> dict[str, int]:
         .where(profiles.c.customer == customer)
         .values(
             state=r.Profile.STATE_ERASED,
-            given_name="",
-            family_name="",
-            display_name="",
-            language_code="",
-            birthday_year=0,
-            birthday_month=0,
-            birthday_day=0,
-            traits={},
-            contact_points=[],
-            contact_kinds=[],
+            **BLANK_PERSONAL_DATA,
             order_count=0,
             spend={},
             spend_orders={},

@@ -177,3 +177,18 @@ erasure_receipts = Table(
     Column("counts", JSONB, nullable=False),
     Column("complete_time", TS),
 )
+
+# The personal data of a profile row, blanked: what a merged (its data lives in the target) or
+# erased profile keeps of the person.
+BLANK_PERSONAL_DATA = {
+    "given_name": "",
+    "family_name": "",
+    "display_name": "",
+    "language_code": "",
+    "birthday_year": 0,
+    "birthday_month": 0,
+    "birthday_day": 0,
+    "traits": {},
+    "contact_points": [],
+    "contact_kinds": [],
+}

@@ -249,3 +249,37 @@ def _unpack(any_message: Any) -> Any:
     message = symbol_database.Default().GetSymbol(any_message.TypeName())()
     any_message.Unpack(message)
     return message
+
+
+async def test_the_demo_customer_has_a_profile_and_a_history_on_three_channels(world: World) -> None:
+    """Profile's piece of the demo data (services/profile/seed.py), loaded as make run loads it."""
+    customer = world.facts["identity"]["customer"]
+    api = world.profile("call_center")
+
+    async def registered() -> bool:  # identity's CustomerRegisteredEvent reached profile
+        listed = await api.ListInteractions(svc.ListInteractionsRequest(parent=customer))
+        return IT.TYPE_REGISTERED in {i.type for i in listed.interactions}
+
+    await eventually(registered, "the demo customer's registration on the timeline")
+    profile = await api.GetProfile(svc.GetProfileRequest(name=f"{customer}/profile"))
+    assert (profile.given_name, profile.family_name, profile.language_code) == ("Demo", "Customer", "ro-RO")
+    assert profile.traits["loyalty_tier"] == "silver" and profile.default_shipping_address
+    listed = await api.ListInteractions(
+        svc.ListInteractionsRequest(parent=customer, filter="type = TYPE_STORE_VISIT OR type = TYPE_CALL")
+    )
+    assert [(i.type, i.channel.channel) for i in listed.interactions] == [
+        (IT.TYPE_CALL, channel_pb2.CHANNEL_CALL_CENTER),
+        (IT.TYPE_STORE_VISIT, channel_pb2.CHANNEL_STORE_POS),
+    ]
+    assert listed.interactions[1].channel.store == "locations/store-1"
+    view = await api.GetCustomerView(svc.GetCustomerViewRequest(name=f"{customer}/customerView"))
+    assert {u.channel for u in view.profile.lifetime.channels_used} >= {
+        channel_pb2.CHANNEL_WEB,
+        channel_pb2.CHANNEL_STORE_POS,
+        channel_pb2.CHANNEL_CALL_CENTER,
+    }
+    segments = await api.ListSegments(svc.ListSegmentsRequest())
+    assert {s.display_name for s in segments.segments} >= {
+        "Active in the last 30 days",
+        "Silver loyalty members",
+    }
