@@ -45,7 +45,7 @@ from services.messaging.adapters import base
 from services.messaging.adapters.preferences import PreferencesRefused, PreferencesUnavailable
 from services.messaging.domain import delivery, plans
 from services.messaging.domain import templates as rules
-from services.messaging.domain.contacts import Destination
+from services.messaging.domain.contacts import ContactPoint, Destination
 from services.messaging.unit import Unit
 
 log = logging.getLogger("omni.messaging.schedule")
@@ -102,6 +102,7 @@ class DeliveryWorker:
         self.unit = unit
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(unit.config.concurrency)
+        self._points: dict[str, list[ContactPoint]] = {}
         unit.wake = self._wake.set
 
     # -- the loop -----------------------------------------------------------------------------
@@ -126,6 +127,9 @@ class DeliveryWorker:
                 await asyncio.wait_for(self._wake.wait(), self.unit.config.poll_interval)
             if stop_requested():
                 raise asyncio.CancelledError
+            if self._wake.is_set():
+                # Woken by a commit: let the burst it may be part of arrive, and claim it as one batch.
+                await asyncio.sleep(self.unit.config.gather)
 
     async def pass_(self) -> int:
         """Claim one batch of due notifications and work it; how many were claimed.
@@ -137,10 +141,41 @@ class DeliveryWorker:
         claims = await self.claim(self.unit.config.batch_size)
         if not claims:
             return 0
+        renewal = asyncio.create_task(self._renew(claims[0].token), name="omni-messaging-lease-renewal")
+        try:
+            await self._work(claims)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+        return len(claims)
+
+    async def _renew(self, token: str) -> None:
+        """Keep the pass's leases alive while it works (a third of the lease at a time): a slow
+        pass must not let another replica take its rows, and a dead worker's renewals stop."""
+        lease = self.unit.config.lease.total_seconds()
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                async with self.unit.db.transaction() as session:
+                    await session.execute(
+                        update(N)
+                        .where(N.c.lease_token == token, N.c.lease_until.is_not(None))
+                        .values(lease_until=func.now() + text(f"interval '{lease:.3f} seconds'"))
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("renewing leases failed: %s", exc)
+
+    async def _work(self, claims: list[Claim]) -> None:
         ids = {c.row.template_id for c in claims}
         async with self.unit.db.transaction() as session:
             found = await session.execute(select(store.templates).where(store.templates.c.id.in_(ids)))
             templates = {t.id: t for t in found}
+            self._points = await contacts.points_of(
+                session, {c.row.customer for c in claims if not c.row.fixed_kind}
+            )
         prepared = await asyncio.gather(
             *(self._guarded(c, self.process(c, templates.get(c.row.template_id))) for c in claims)
         )
@@ -160,7 +195,6 @@ class DeliveryWorker:
                     if r.error is not None
                 )
             )
-        return len(claims)
 
     async def _guarded(self, claim: Claim, work: Awaitable[T]) -> T | None:
         async with self._slots:
@@ -315,7 +349,9 @@ class DeliveryWorker:
         if row.fixed_kind:
             destination: Destination | None = Destination(row.fixed_kind, row.fixed_value)
         else:
-            destination = await contacts.resolve(unit, row.customer, channel)
+            destination = await contacts.resolve(
+                unit, row.customer, channel, self._points.get(row.customer, [])
+            )
         if destination is None:
             await self._failed_attempt(
                 claim, channel, "", base.NO_CONTACT_POINT, "no contact point for the channel", transient=False
