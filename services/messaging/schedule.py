@@ -604,23 +604,8 @@ class DeliveryWorker:
         channel = claim.row.requested_channel
         async with self.unit.db.transaction() as session:
             await self._locked(session, claim)
-            count = (
-                await session.execute(
-                    select(func.count()).select_from(A).where(A.c.notification_id == claim.row.id)
-                )
-            ).scalar_one()
-            await session.execute(
-                A.insert().values(
-                    notification_id=claim.row.id,
-                    channel=channel,
-                    provider="preferences",
-                    state=A_FAILED,
-                    error_code=base.PREFERENCES_REFUSED,
-                    error_message=message[:500],
-                    idempotency_key=f"{claim.row.id}.{count + 1}",
-                    attempt_time=now,
-                    update_time=now,
-                )
+            await _failed_row(
+                session, claim.row.id, channel, "preferences", "", base.PREFERENCES_REFUSED, message, now
             )
             final = (
                 await session.execute(
@@ -675,25 +660,7 @@ class DeliveryWorker:
         now = self.unit.clock.now()
         async with self.unit.db.transaction() as session:
             await self._locked(session, claim)
-            count = (
-                await session.execute(
-                    select(func.count()).select_from(A).where(A.c.notification_id == claim.row.id)
-                )
-            ).scalar_one()
-            await session.execute(
-                A.insert().values(
-                    notification_id=claim.row.id,
-                    channel=channel,
-                    provider="",
-                    state=A_FAILED,
-                    destination=masked,
-                    error_code=code,
-                    error_message=message,
-                    idempotency_key=f"{claim.row.id}.{count + 1}",
-                    attempt_time=now,
-                    update_time=now,
-                )
-            )
+            await _failed_row(session, claim.row.id, channel, "", masked, code, message, now)
         await self._after_failure(claim, channel, transient=transient, retry_after=None)
 
     async def _after_failure(self, claim: Claim, channel: int, *, transient: bool, retry_after: Any) -> None:
@@ -781,3 +748,35 @@ class DeliveryWorker:
                 await unit.outbox.emit(session, events.failed(final, attempts, now))
                 state, counted = "failed", 0
         metrics.count(state, channel, counted)
+
+
+async def _failed_row(
+    session: AsyncSession,
+    notification_id: str,
+    channel: int,
+    provider: str,
+    masked: str,
+    code: str,
+    message: str,
+    now: datetime,
+) -> None:
+    """An attempt that failed before any provider took it (no address, no provider, no decision)."""
+    count = (
+        await session.execute(
+            select(func.count()).select_from(A).where(A.c.notification_id == notification_id)
+        )
+    ).scalar_one()
+    await session.execute(
+        A.insert().values(
+            notification_id=notification_id,
+            channel=channel,
+            provider=provider,
+            state=A_FAILED,
+            destination=masked,
+            error_code=code,
+            error_message=message[:500],
+            idempotency_key=f"{notification_id}.{count + 1}",
+            attempt_time=now,
+            update_time=now,
+        )
+    )
