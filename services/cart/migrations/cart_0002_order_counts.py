@@ -1,5 +1,7 @@
 """Orders per customer, kept with every order placed: a customer's ListOrders answers its
 total_size from one row instead of counting every order (flat cost however many there are).
+The order indexes follow the listing's whole sort key (newest first, then id descending, the
+tiebreak's direction), so a page is read straight off the index with no sort.
 
 Revision ID: cart_0002
 Revises: cart_0001
@@ -26,7 +28,17 @@ def upgrade() -> None:
     op.execute(
         "INSERT INTO order_counts (customer, orders) SELECT customer, count(*) FROM orders GROUP BY customer"
     )
+    op.drop_index("orders_customer_created", table_name="orders")
+    op.drop_index("orders_created", table_name="orders")
+    op.create_index(
+        "orders_customer_created", "orders", ["customer", sa.text("create_time DESC"), sa.text("id DESC")]
+    )
+    op.create_index("orders_created", "orders", [sa.text("create_time DESC"), sa.text("id DESC")])
 
 
 def downgrade() -> None:
+    op.drop_index("orders_customer_created", table_name="orders")
+    op.drop_index("orders_created", table_name="orders")
+    op.create_index("orders_customer_created", "orders", ["customer", sa.text("create_time DESC"), "id"])
+    op.create_index("orders_created", "orders", [sa.text("create_time DESC"), "id"])
     op.drop_table("order_counts")
