@@ -223,7 +223,7 @@ SEED_INTERACTIONS = """
 INSERT INTO interactions (customer, origin, type, channel, occur_time, subject, summary, recorded_by)
 SELECT 'sc' || (1 + g % :profiles), 'sc' || (1 + g % :profiles),
   CASE WHEN g % 5 = 0 THEN 6 ELSE 1 END, 1 + (g / :profiles + g) % 4,
-  now() - make_interval(mins => ((g * 7919) % 86400)), 'o' || g, '', 'bench'
+  now() - make_interval(mins => ((g * 7919) % 86400)::int), 'o' || g, '', 'bench'
 FROM generate_series(1::bigint, :interactions) AS g
 """
 SEED_PURCHASES = """
@@ -264,7 +264,7 @@ async def _scale(database_url: str, stub: Any, md: Any) -> dict[str, Any]:
             segment=r.Segment(
                 display_name="Gold repeat buyers",
                 mode=r.Segment.MODE_SNAPSHOT,
-                rule=r.SegmentRule(filter='lifetime.order_count >= 3 AND traits.tier = "gold"'),
+                rule=r.SegmentRule(filter='lifetime.order_count >= 2 AND traits.tier = "gold"'),
             )
         ),
         metadata=md,
@@ -389,7 +389,7 @@ async def run(env: BenchEnv) -> dict[str, Any]:
                     out["segment_update"] = await _segment_latency(nats.url, stub, md)
                     try:  # the figures above stay in the result when the 1M-row part fails
                         out["scale"] = await _scale(database_url, stub, md)
-                    except (grpc.aio.AioRpcError, OSError, RuntimeError, ValueError) as exc:
+                    except Exception as exc:  # recorded in the result, not hidden
                         out["scale"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     except grpc.aio.AioRpcError as exc:
         raise RuntimeError(f"profile bench: {exc.code().name} {exc.details()}") from None
