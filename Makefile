@@ -47,7 +47,7 @@ contracts: $(STAMP)
 	$(BIN)/omni protos breaking
 
 typecheck: $(STAMP)
-	$(BIN)/mypy libs/omni_runtime
+	$(BIN)/mypy libs/omni_runtime services/preferences
 
 pytest: $(STAMP)
 	$(BIN)/pytest
