@@ -22,10 +22,11 @@ from services.preferences.domain.quiet import DAY, Window, overlapping
 TOPIC = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 MAX_TOPIC = 64
 # BCP-47 (RFC 5646) language tags: language, optional extlang, script, region, variants,
-# extensions and private use; plus the grandfathered-free private-use form "x-…".
+# extensions and private use; plus the private-use form "x-…". The 4–8 letter primary
+# subtags the grammar reserves are refused: none is registered, so "english" is a typo.
 _ALNUM = "[A-Za-z0-9]"
 _LANGTAG = re.compile(
-    r"(?:[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})"
+    r"[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}"
     r"(?:-[A-Za-z]{4})?"
     r"(?:-(?:[A-Za-z]{2}|[0-9]{3}))?"
     rf"(?:-(?:{_ALNUM}{{5,8}}|[0-9]{_ALNUM}{{3}}))*"
@@ -99,6 +100,7 @@ def quiet_hours(check: Checker, field: str, values: Iterable[res.QuietHours]) ->
         check.fail(field, f"must have at most {MAX_QUIET_HOURS} windows", "TOO_MANY")
         return []
     windows: list[Window] = []
+    positions: list[int] = []
     for i, q in enumerate(items):
         here = f"{field}[{i}]"
         start = _seconds(check, f"{here}.start_time", q.start_time, end=False)
@@ -116,11 +118,11 @@ def quiet_hours(check: Checker, field: str, values: Iterable[res.QuietHours]) ->
             check.fail(here, "is empty: start_time equals end_time", "EMPTY_WINDOW")
             continue
         windows.append(Window(start, end, frozenset(days) & frozenset(ISO_DAYS), frozenset(q.channels)))
-    if len(windows) == len(items):
-        for i, j in overlapping(windows):
-            check.fail(
-                f"{field}[{j}]", f"overlaps {field}[{i}]; join them into one window", "OVERLAPPING_WINDOWS"
-            )
+        positions.append(i)
+    for i, j in overlapping(windows):
+        first, second = positions[i], positions[j]
+        message = f"overlaps {field}[{first}]; join them into one window"
+        check.fail(f"{field}[{second}]", message, "OVERLAPPING_WINDOWS")
     return windows
 
 

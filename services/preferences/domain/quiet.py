@@ -4,8 +4,8 @@ A window starts on a day (``days``, ISO numbers Monday = 1; none means every day
 and ends at ``end``, on the next day when ``end <= start`` (22:00–08:00 spans midnight). Both
 ends are wall-clock times, so a 22:00–08:00 window is 10 hours on most nights, 9 on the night
 the clocks go forward and 11 on the night they go back. A boundary that falls in the hour
-skipped by a spring-forward change is taken at the moment the clocks jump (the local time is
-read with the offset before the change); an ambiguous autumn time is its first occurrence.
+skipped by a spring-forward change moves forward by the gap (03:30 becomes 04:30), as PEP 495
+and java.time resolve it; an ambiguous autumn time is its first occurrence.
 All comparisons are made in UTC (aware datetimes in one zone compare by wall time in Python).
 """
 
