@@ -91,7 +91,7 @@ class _PropagatingInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.Una
         try:
             code = await call.code()
         finally:
-            metrics.CLIENT_HANDLED.labels(*labels, code.name).inc()
+            metrics.CLIENT_HANDLED.labels(*labels, metrics.code_label(code)).inc()
             metrics.CLIENT_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - start)
         return call
 

@@ -8,14 +8,47 @@ against this registry by the test suite, so a renamed metric breaks the build, n
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 # Buckets suited to RPCs that usually take milliseconds but may wait on a database lock.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+
+# ``grpc_code`` as go-grpc-prometheus writes it (Go's ``codes.Code.String()``), not Python's enum
+# names: community dashboards and alerts filter on these spellings.
+GRPC_CODE_LABELS: Mapping[grpc.StatusCode, str] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+
+
+def code_label(code: grpc.StatusCode) -> str:
+    """The ``grpc_code`` label value of a status."""
+    return GRPC_CODE_LABELS[code]
+
 
 SERVER_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _GRPC_LABELS)
 SERVER_HANDLED = Counter(
@@ -88,6 +121,82 @@ ERASURES = Counter(
 )
 
 BUILD_INFO = Gauge("omni_build_info", "Always 1; labels say what runs.", ("service", "version"))
+
+# The database pool (SQLAlchemy's, one per service process): what an SRE checks first when
+# latency rises with no error, because a call waiting for a connection waits silently.
+DB_POOL_CHECKED_OUT = Gauge(
+    "omni_db_pool_checked_out_connections", "Connections lent out of the pool right now.", ("service",)
+)
+DB_POOL_IDLE = Gauge("omni_db_pool_idle_connections", "Open connections idle in the pool.", ("service",))
+DB_POOL_MAX = Gauge(
+    "omni_db_pool_max_connections", "Most connections the pool opens (size + overflow).", ("service",)
+)
+DB_POOL_WAITING = Gauge(
+    "omni_db_pool_waiting_requests", "Callers waiting for a connection from the pool.", ("service",)
+)
+DB_POOL_WAIT_SECONDS = Histogram(
+    "omni_db_pool_wait_seconds",
+    "Time to obtain a connection from the pool, including opening a new one.",
+    ("service",),
+    buckets=LATENCY_BUCKETS,
+)
+DB_POOL_TIMEOUTS = Counter(
+    "omni_db_pool_timeouts_total", "Callers that gave up waiting for a pool connection.", ("service",)
+)
+
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "omni_event_loop_lag_seconds",
+    "How late the event loop ran a timer: time the process could not serve anything else.",
+    ("service",),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+NATS_CONNECTED = Gauge("omni_nats_connected", "1 while connected to NATS, else 0.", ("service",))
+NATS_RECONNECTS = Counter("omni_nats_reconnects_total", "Reconnections to NATS after a loss.", ("service",))
+NATS_DISCONNECTS = Counter("omni_nats_disconnects_total", "Losses of the NATS connection.", ("service",))
+
+
+def initialise(metric: MetricWrapperBase, label_sets: Iterable[Sequence[str]]) -> None:
+    """Create the series of label sets known in advance, at 0, so they exist before the first
+    event: a rate or ratio then reads 0 instead of "No data", and ``absent()`` means absent."""
+    for values in label_sets:
+        metric.labels(*values)
+
+
+async def watch_event_loop(service: str, interval: float = 0.5) -> None:
+    """Measure, until cancelled, how late the event loop wakes a timer (``omni_event_loop_lag_seconds``).
+
+    A blocking call in a handler (CPU-bound work, a synchronous library) stalls every call of
+    the process; this is where it shows.
+    """
+    loop = asyncio.get_running_loop()
+    lag = EVENT_LOOP_LAG_SECONDS.labels(service)
+    while True:
+        due = loop.time() + interval
+        await asyncio.sleep(interval)
+        lag.observe(max(loop.time() - due, 0.0))
+
+
+def _rpc_type(method: object) -> str:
+    client = bool(getattr(method, "client_streaming", False))
+    server = bool(getattr(method, "server_streaming", False))
+    if client and server:
+        return "bidi_stream"
+    if client:
+        return "client_stream"
+    return "server_stream" if server else "unary"
+
+
+def initialise_server_metrics(services: Iterable[ServiceDescriptor]) -> None:
+    """Every ``grpc_server_*`` series of every method, each code at 0 (as go-grpc-prometheus's
+    ``InitializeMetrics`` does), so dashboards and alerts see the methods before traffic."""
+    for service in services:
+        for method in service.methods:
+            labels = (service.full_name, method.name, _rpc_type(method))
+            for metric in (SERVER_STARTED, SERVER_HANDLING_SECONDS, SERVER_MSG_RECEIVED, SERVER_MSG_SENT):
+                metric.labels(*labels)
+            initialise(SERVER_HANDLED, ((*labels, code) for code in GRPC_CODE_LABELS.values()))
+
 
 _started: set[int] = set()
 _lock = threading.Lock()

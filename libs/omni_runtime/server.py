@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -81,6 +82,11 @@ class Runtime:
         self.consumers.append(
             EventConsumer(self.settings.service, name, subjects, handler, self.db, self.bus, **kw)
         )
+
+    def consume_batches(self, name: str, subjects: list[str], handler: Any, **kw: Any) -> None:
+        """Register a durable consumer whose ``handler(session, events)`` takes each fetch's new
+        events in one transaction (see ``omni_runtime.events.consumer``)."""
+        self.consume(name, subjects, None, batch_handler=handler, **kw)
 
 
 @dataclass(frozen=True)
@@ -175,8 +181,12 @@ class ServiceHost:
                 metrics.serve_metrics(settings.metrics_port)
         metrics.BUILD_INFO.labels(settings.service, settings.version).set(1)
         defn = self.definition
-        db = Database(settings.database_url) if defn.uses_database else None
-        bus = EventBus(settings.nats_url, name=f"omni-{settings.service}") if defn.uses_events else None
+        db = Database(settings.database_url, service=settings.service) if defn.uses_database else None
+        bus = (
+            EventBus(settings.nats_url, name=f"omni-{settings.service}", service=settings.service)
+            if defn.uses_events
+            else None
+        )
         outbox = Outbox(settings.service, db, bus) if db is not None and bus is not None else None
         peers, public_peers = build_peers(settings)
         runtime = Runtime(
@@ -196,6 +206,10 @@ class ServiceHost:
         if asyncio.iscoroutine(registered):
             await registered
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        pool = descriptor_pool.Default()
+        metrics.initialise_server_metrics(
+            pool.FindServiceByName(name) for name in (*defn.grpc_services, health.SERVICE_NAME)
+        )
         reflection.enable_server_reflection(
             (*defn.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
@@ -208,6 +222,7 @@ class ServiceHost:
         self.server = server
 
         self._spawn(self._watch_readiness(), "readiness")
+        self._spawn(metrics.watch_event_loop(settings.service), "event-loop-lag")
         if outbox is not None:
             self._spawn(outbox.run(), "outbox-relay")
         for consumer in runtime.consumers:

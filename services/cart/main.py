@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import grpc
 
-from omni.cart.v1 import cart_service_pb2_grpc
+from omni.cart.v1 import cart_service_pb2_grpc, events_pb2
+from omni_runtime.events.erasure import consume_erasures
 from omni_runtime.server import Runtime, ServiceDefinition
 from services.cart.api import CartServicer
 from services.cart.carts import CartOps
 from services.cart.checkout import Checkout
 from services.cart.config import CartConfig
+from services.cart.erasure import erase_customer
 from services.cart.events import GUEST_UPGRADED, RESERVATION_EXPIRED, Handlers
 from services.cart.inventory_client import InventoryClient
 from services.cart.orders import OrderOps
@@ -32,6 +34,7 @@ async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     handlers = Handlers(carts, orders, config)
     runtime.consume("guest-upgrades", [GUEST_UPGRADED], handlers.on_guest_upgraded)
     runtime.consume("reservation-expiries", [RESERVATION_EXPIRED], handlers.on_reservation_expired)
+    consume_erasures(runtime, erase_customer, events_pb2.CustomerErasureProcessedEvent)
     sweeper = Sweeper(
         runtime.db, runtime.outbox, config, checkout, attempt_timeout=runtime.settings.max_deadline_seconds
     )

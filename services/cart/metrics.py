@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from omni_runtime.metrics import initialise
+
 CHECKOUTS = Counter(
     "omni_cart_checkouts_total",
     "Checkout attempts by outcome (e.g. completed, rejected, failed).",
@@ -21,3 +23,6 @@ WATCHERS = Gauge(
     "omni_cart_watchers",
     "Open live-update streams (WatchCart) on this process.",
 )
+
+# Outcomes known in advance start at 0, so ratios and alerts read 0 before the first event.
+initialise(CHECKOUTS, [("completed",), ("rejected",), ("failed",)])

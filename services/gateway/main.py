@@ -109,6 +109,7 @@ class GatewayDefinition:
             server_header=False,
         )
         server = _Server(config, gateway)
+        loop_lag = asyncio.create_task(metrics.watch_event_loop(settings.service), name="omni-event-loop-lag")
         log.info(
             "gateway listening on port %d for %s (%d routes)",
             settings.http_port,
@@ -119,6 +120,7 @@ class GatewayDefinition:
         try:
             await server.serve()
         finally:
+            loop_lag.cancel()
             await peers.close()
             tracing.shutdown_tracing()
             log.info("gateway stopped")

@@ -142,6 +142,19 @@ def one_time_code_issued(
     )
 
 
+def session_started(
+    session_name: str, principal: str, auth_method: int, channel: ChannelInfo, *, guest: bool
+) -> events_pb2.SessionStartedEvent:
+    return events_pb2.SessionStartedEvent(
+        session=session_name,
+        principal=principal,
+        auth_method=auth_method,  # type: ignore[arg-type]
+        channel=channel.to_proto(),
+        guest=guest,
+        occur_time=ts(),
+    )
+
+
 def session_revoked(session_name: str, principal: str, reason: int) -> events_pb2.SessionRevokedEvent:
     return events_pb2.SessionRevokedEvent(
         session=session_name,

@@ -34,7 +34,7 @@ from sqlalchemy import delete, select, text, update
 
 from omni_runtime.auth.tokens import LEEWAY_SECONDS, SigningKey
 from omni_runtime.db.engine import Database
-from services.identity import store
+from services.identity import metrics, store
 
 log = logging.getLogger("omni.identity.keys")
 
@@ -89,6 +89,9 @@ class KeyRing(ABC):
         self._keys = dict(keys)
         self._current = current
         self._last_reload = time.monotonic()
+        # Set on every load (start-up, refresh, rotation), not when the JWKS is first fetched:
+        # a gauge that reads 0 until someone asks for the keys pages the on-call at every start.
+        metrics.SIGNING_KEYS.set(len(self._keys))
 
     async def run(self) -> None:
         """Background loop: keep the ring in step with its source (and rotate when due)."""

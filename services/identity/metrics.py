@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from omni_runtime.metrics import initialise
+
 LOGINS = Counter(
     "omni_identity_logins_total",
     "Login attempts by outcome (e.g. success, bad_credentials, locked, unknown_identifier).",
@@ -46,3 +48,11 @@ SIGNING_KEYS = Gauge(
     "omni_identity_signing_keys",
     "Token signing keys currently published in the JWKS (2 during a rotation).",
 )
+
+# Outcomes known in advance start at 0, so ratios and alerts read 0 before the first event.
+LOGIN_OUTCOMES = ("success", "bad_credentials", "unknown_identifier", "locked", "throttled")
+initialise(LOGINS, [(o,) for o in LOGIN_OUTCOMES])
+initialise(TOKENS_ISSUED, [(k,) for k in ("access", "refresh", "service")])
+initialise(REGISTRATIONS, [(o,) for o in ("created", "upgraded_guest", "identifier_taken")])
+initialise(ONE_TIME_CODES, [(o,) for o in ("issued", "decoy", "verified", "wrong", "expired", "exhausted")])
+initialise(PASSWORD_HASH_SECONDS, [("hash",), ("verify",)])

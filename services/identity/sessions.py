@@ -25,9 +25,10 @@ from omni_runtime.auth.tokens import issue_token
 from omni_runtime.context import ChannelInfo, channel_name
 from omni_runtime.errors import OmniError, Unauthenticated
 from omni_runtime.events.outbox import Outbox
+from omni_runtime.metrics import initialise
 from services.identity import domain, metrics, store
 from services.identity.config import IdentityConfig
-from services.identity.events import session_revoked, ts
+from services.identity.events import session_revoked, session_started, ts
 from services.identity.keys import KeyRing
 
 ACTIVE = resources_pb2.Session.STATE_ACTIVE
@@ -39,6 +40,7 @@ _REASON_LABELS = {
     value.number: value.name.removeprefix("REASON_").lower()
     for value in events_pb2.SessionRevokedEvent.Reason.DESCRIPTOR.values
 }
+initialise(metrics.SESSIONS_REVOKED, [(label,) for label in (*_REASON_LABELS.values(), "other")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,9 +205,13 @@ class SessionManager:
             )
         )
         metrics.TOKENS_ISSUED.labels("refresh").inc()
+        name = session_name(subject.name, session_id)
+        await self.outbox.emit(
+            session, session_started(name, subject.name, auth_method, channel, guest=subject.guest)
+        )
         return self.auth_token(
             subject,
-            session=session_name(subject.name, session_id),
+            session=name,
             channel=channel_name(channel.channel) if channel.channel else "",
             refresh_token=refresh,
             refresh_expire=expire,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import grpc
 
-from omni.inventory.v1 import inventory_service_pb2_grpc
+from omni.inventory.v1 import events_pb2, inventory_service_pb2_grpc
 from omni_runtime.config import ConfigError
+from omni_runtime.events.erasure import consume_erasures
 from omni_runtime.server import Runtime, ServiceDefinition
 from services.inventory.api import InventoryServicer
+from services.inventory.erasure import erase_customer
 from services.inventory.sweeper import ExpirySweeper
 from services.inventory.txn import Unit
 
@@ -29,6 +31,7 @@ async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     unit = Unit(runtime.db, runtime.outbox)
     inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(unit), server)
     runtime.background.append(ExpirySweeper(unit, interval=_interval(runtime)).run)
+    consume_erasures(runtime, erase_customer, events_pb2.CustomerErasureProcessedEvent)
 
 
 SERVICE = ServiceDefinition(

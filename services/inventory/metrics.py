@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
+from omni_runtime.metrics import initialise
+
 RESERVATIONS = Counter(
     "omni_inventory_reservations_total",
     "Reservation lifecycle events; outcome is created, rejected, committed, released or expired.",
@@ -31,3 +33,11 @@ SWEEPS = Counter(
     "Passes of the reservation expiry sweeper, by result (ok or error).",
     ("result",),
 )
+
+# Outcomes known in advance start at 0, so ratios and alerts read 0 before the first event.
+initialise(RESERVATIONS, [(o,) for o in ("created", "rejected", "committed", "released", "expired")])
+initialise(
+    RESERVATION_FAILURES,
+    [(r,) for r in ("insufficient_stock", "item_inactive", "unknown_item_or_location")],
+)
+initialise(SWEEPS, [("ok",), ("error",)])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import jwt
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from omni.identity.v1 import identity_service_pb2 as pb
@@ -106,6 +107,8 @@ async def test_keys_from_a_mounted_directory(
         extra=FAST_ARGON2,
     )
     async with running_service(SERVICE, settings) as svc:
+        # The gauge the "no signing key" alert reads is set at start, before any JWKS fetch.
+        assert REGISTRY.get_sample_value("omni_identity_signing_keys") == 2.0
         stub = Stub(svc.channel)
         jwks = await stub.GetJwks(pb.GetJwksRequest())
         assert [k.kid for k in jwks.keys] == ["2026-02-01", "2026-01-01"]
@@ -115,5 +118,6 @@ async def test_keys_from_a_mounted_directory(
         write_new_key(keys, "2026-03-01")
         ring = svc.host.runtime.key_source  # type: ignore[union-attr]
         await ring.maintain()  # type: ignore[union-attr]
+        assert REGISTRY.get_sample_value("omni_identity_signing_keys") == 3.0
         assert kid((await register(stub)).token.access_token) == "2026-03-01"
         await stub.GetCustomer(pb.GetCustomerRequest(name=reply.customer.name), metadata=auth(reply.token))

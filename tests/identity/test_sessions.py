@@ -54,6 +54,19 @@ async def test_list_sessions_shows_active_ones_newest_first(stub: Stub) -> None:
     assert len(rest.sessions) == 1 and not rest.next_page_token
 
 
+async def test_every_new_session_publishes_session_started_with_its_channel(stub: Stub, db: Database) -> None:
+    tokens = await sessions_of(stub, email(), 2)
+    started = {e.session: e for e in await events_of(db, events_pb2.SessionStartedEvent)}
+    login = started[tokens[1].session]
+    assert login.principal == tokens[1].principal and not login.guest
+    assert login.auth_method == resources_pb2.AUTH_METHOD_PASSWORD
+    assert login.channel.channel == 1 and login.HasField("occur_time")  # CHANNEL_WEB
+    assert tokens[0].session in started  # registration opens a session too
+    await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=tokens[1].refresh_token))
+    again = [e for e in await events_of(db, events_pb2.SessionStartedEvent) if e.principal == login.principal]
+    assert len(again) == 2  # a refresh continues a session: nothing new is published
+
+
 async def test_revoke_one_session(stub: Stub, db: Database) -> None:
     tokens = await sessions_of(stub, email(), 2)
     revoked = await stub.RevokeSession(

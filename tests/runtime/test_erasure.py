@@ -19,9 +19,10 @@ from omni_runtime.clients import PeerChannels
 from omni_runtime.db.engine import Database
 from omni_runtime.db.migrate import upgrade_async
 from omni_runtime.events.bus import EventBus
-from omni_runtime.events.erasure import CUSTOMER_ERASED, consume_erasures
-from omni_runtime.events.outbox import EVENT_TYPE_HEADER, MSG_ID_HEADER, Outbox
+from omni_runtime.events.erasure import consume_erasures
+from omni_runtime.events.outbox import Outbox
 from omni_runtime.server import Runtime
+from omni_runtime.testing.events import publish_event
 from omni_runtime.testing.plugin import Infra
 from omni_runtime.testing.services import test_settings
 
@@ -64,15 +65,8 @@ async def erase_notes(session: AsyncSession, customer: str) -> Mapping[str, int]
 
 
 async def publish_erased(bus: EventBus, customer: str, event_id: str | None = None) -> str:
-    event_id = event_id or str(uuid.uuid4())
-    await bus.ensure_stream("identity")
     message = identity_events.CustomerErasedEvent(customer=customer, requested_by=customer)
-    await bus.js.publish(
-        CUSTOMER_ERASED,
-        message.SerializeToString(),
-        headers={MSG_ID_HEADER: event_id, EVENT_TYPE_HEADER: message.DESCRIPTOR.full_name},
-    )
-    return event_id
+    return await publish_event(bus.url, message, event_id=event_id)
 
 
 async def receipts(db: Database, customer: str) -> list[Receipt]:

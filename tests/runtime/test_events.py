@@ -228,6 +228,59 @@ async def test_failing_handler_is_retried_and_its_partial_work_rolled_back(
     assert await effects(db, tag) == [tag]
 
 
+async def test_batch_consumer_applies_a_fetch_in_one_transaction_and_isolates_a_bad_event(
+    db: Database, bus: EventBus
+) -> None:
+    """Every new event of a fetch reaches the batch handler together; when the batch fails, its
+    events are handled one by one, so only the bad one is retried."""
+    tag = f"batch-{uuid.uuid4().hex[:6]}"
+    batches: list[list[str]] = []
+
+    async def apply(session: AsyncSession, events: list[Event]) -> None:
+        values = [e.decode(probe_pb2.ProbedEvent).value for e in events]
+        batches.append(values)
+        for event in events:
+            await record_effect(session, event)
+        if any(v.endswith("-bad") for v in values) and len(values) > 1:
+            raise RuntimeError("one bad event in the batch")
+
+    consumer = EventConsumer(
+        "probe",
+        f"batch{uuid.uuid4().hex[:6]}",
+        ["omni.probe.probed"],
+        None,
+        db,
+        bus,
+        batch_handler=apply,
+        backoff=(0.1,),
+        ack_wait=1.0,  # a cancelled run's outstanding pull may hold messages until then
+    )
+    outbox = Outbox("probe", db, bus)
+    async with db.transaction() as session:
+        for i in range(5):
+            await outbox.emit(session, probe_pb2.ProbedEvent(value=f"{tag}-{i}"))
+    await outbox.publish_pending()
+    for count, bad in ((5, False), (7, True)):
+        if bad:  # published while the consumer is stopped: the next fetch holds both
+            async with db.transaction() as session:
+                await outbox.emit(session, probe_pb2.ProbedEvent(value=f"{tag}-7"))
+                await outbox.emit(session, probe_pb2.ProbedEvent(value=f"{tag}-8-bad"))
+            await outbox.publish_pending()
+        task = asyncio.create_task(consumer.run())
+        try:
+            await wait_until(lambda n=count: _has(db, tag, n))  # type: ignore[misc]
+
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert batches[0] == [f"{tag}-{i}" for i in range(5)]  # applied together
+    # However the two arrive (together, then one by one; or apart), each is applied once.
+    assert [f"{tag}-8-bad"] in batches[1:]
+    assert sorted(await effects(db, tag)) == sorted(
+        [*(f"{tag}-{i}" for i in range(5)), f"{tag}-7", f"{tag}-8-bad"]
+    )
+
+
 async def test_trace_context_travels_with_the_event(db: Database, bus: EventBus) -> None:
     from opentelemetry import trace
 

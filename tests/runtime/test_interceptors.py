@@ -191,7 +191,7 @@ async def test_stale_etag_carries_the_current_etag(stub: probe_pb2_grpc.ProbeSer
 async def test_unexpected_exception_is_internal_without_leaking(
     stub: probe_pb2_grpc.ProbeServiceStub, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = handled("Fail", "INTERNAL")
+    before = handled("Fail", "Internal")
     with caplog.at_level(logging.ERROR, logger="omni.errors"):
         err = await call_error(stub.Fail(probe_pb2.FailRequest(kind="unexpected")))
     assert err.code() is grpc.StatusCode.INTERNAL
@@ -207,7 +207,7 @@ async def test_unexpected_exception_is_internal_without_leaking(
     assert records and records[-1].exc_info is not None
     line = json.loads(JsonFormatter("probe").format(records[-1]))
     assert "secret internal detail" in line["exception"]
-    assert handled("Fail", "INTERNAL") == before + 1
+    assert handled("Fail", "Internal") == before + 1
 
 
 # --- metrics ---------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ async def test_unexpected_exception_is_internal_without_leaking(
 async def test_metrics_count_started_and_handled_by_code(
     stub: probe_pb2_grpc.ProbeServiceStub, make_token: Callable[..., str]
 ) -> None:
-    ok_before, denied_before = handled("Echo", "OK"), handled("Echo", "PERMISSION_DENIED")
+    ok_before, denied_before = handled("Echo", "OK"), handled("Echo", "PermissionDenied")
     started_before = (
         REGISTRY.get_sample_value(
             "grpc_server_started_total", {"grpc_service": SVC, "grpc_method": "Echo", "grpc_type": "unary"}
@@ -229,7 +229,7 @@ async def test_metrics_count_started_and_handled_by_code(
         stub.Echo(probe_pb2.EchoRequest(name="customers/c2/echoes/e", text="x"), metadata=bearer(token))
     )
     assert handled("Echo", "OK") == ok_before + 1
-    assert handled("Echo", "PERMISSION_DENIED") == denied_before + 1
+    assert handled("Echo", "PermissionDenied") == denied_before + 1
     started = REGISTRY.get_sample_value(
         "grpc_server_started_total", {"grpc_service": SVC, "grpc_method": "Echo", "grpc_type": "unary"}
     )

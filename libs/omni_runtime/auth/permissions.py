@@ -149,6 +149,7 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
         *_CATALOGUE,
         *_STAFF_SELF,
         ("profile.segments.*", ALL),
+        ("profile.journeyReports.get", ALL),
         ("profile.profiles.get", ALL),
         ("preferences.customers.listOptedIn", ALL),
         ("preferences.preferences.decide", ALL),

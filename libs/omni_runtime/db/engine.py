@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
+
+from omni_runtime import metrics
 
 _AFTER_COMMIT = "omni_after_commit"
 
@@ -23,23 +28,89 @@ def after_commit(session: AsyncSession, callback: Callable[[], object]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
+class MeasuredPool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio pool, timing every wait for a connection.
+
+    The pool's events say when a connection is lent and returned, but not how long a caller
+    waited for one; that wait is the whole of ``connect``, so it is measured around it.
+    """
+
+    omni_service = ""
+
+    def connect(self) -> PoolProxiedConnection:
+        waiting = metrics.DB_POOL_WAITING.labels(self.omni_service)
+        waiting.inc()
+        start = time.perf_counter()
+        try:
+            return super().connect()
+        except exc.TimeoutError:
+            metrics.DB_POOL_TIMEOUTS.labels(self.omni_service).inc()
+            raise
+        finally:
+            waiting.dec()
+            metrics.DB_POOL_WAIT_SECONDS.labels(self.omni_service).observe(time.perf_counter() - start)
+
+    def recreate(self) -> MeasuredPool:
+        fresh = super().recreate()
+        assert isinstance(fresh, MeasuredPool)
+        fresh.omni_service = self.omni_service
+        return fresh
+
+
+def _observe_pool(engine: AsyncEngine, service: str) -> None:
+    """Export the pool's state as ``omni_db_pool_*{service}``: checked-out connections from the
+    pool's checkout/checkin events, idle and maximum connections read from the pool itself."""
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, MeasuredPool)
+    pool.omni_service = service
+    checked_out = metrics.DB_POOL_CHECKED_OUT.labels(service)
+
+    def lent(*_: Any) -> None:
+        checked_out.inc()
+
+    def returned(*_: Any) -> None:
+        checked_out.dec()
+
+    event.listen(pool, "checkout", lent)
+    event.listen(pool, "checkin", returned)
+    # Read through the engine: dispose() replaces the pool object.
+    metrics.DB_POOL_IDLE.labels(service).set_function(lambda: engine.sync_engine.pool.checkedin())  # type: ignore[attr-defined]  # noqa: PLW0108
+    limit = pool.size() + max(pool._max_overflow, 0)  # the configured overflow is not exposed
+    metrics.DB_POOL_MAX.labels(service).set(limit)
+    metrics.initialise(metrics.DB_POOL_TIMEOUTS, [(service,)])
+    metrics.initialise(metrics.DB_POOL_WAIT_SECONDS, [(service,)])
+    metrics.initialise(metrics.DB_POOL_WAITING, [(service,)])
+
+
 class Database:
     """Owns the connection pool; hands out sessions whose transaction commits on success.
 
     ``expire_on_commit=False`` because domain code returns ORM objects after commit to build
-    responses; reloading them would cost a round trip per object.
+    responses; reloading them would cost a round trip per object. With ``service`` set, the
+    pool is exported as ``omni_db_pool_*{service}`` metrics.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        service: str = "",
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        echo: bool = False,
+    ) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(
             url,
+            poolclass=MeasuredPool,
             pool_size=pool_size,
             max_overflow=max_overflow,
             pool_pre_ping=True,
             pool_recycle=1800,
             echo=echo,
         )
+        if service:
+            _observe_pool(self.engine, service)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
+from omni_runtime import metrics
 from omni_runtime.errors import Unavailable
 
 log = logging.getLogger("omni.events")
@@ -55,11 +56,20 @@ def service_of_subject(subject: str) -> str:
 
 
 class EventBus:
-    """One NATS connection per process, reconnecting for ever; ``ready`` says if it is up now."""
+    """One NATS connection per process, reconnecting for ever; ``ready`` says if it is up now.
 
-    def __init__(self, url: str, *, name: str) -> None:
+    The connection's state is exported as ``omni_nats_connected{service}`` with its losses and
+    reconnections counted.
+    """
+
+    def __init__(self, url: str, *, name: str, service: str = "") -> None:
         self.url = url
         self.name = name
+        self.service = service or name.removeprefix("omni-")
+        self._connected_gauge = metrics.NATS_CONNECTED.labels(self.service)
+        self._connected_gauge.set(0)
+        metrics.initialise(metrics.NATS_RECONNECTS, [(self.service,)])
+        metrics.initialise(metrics.NATS_DISCONNECTS, [(self.service,)])
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._connected = asyncio.Event()
@@ -99,6 +109,7 @@ class EventBus:
             self._nc = nc
             self._js = nc.jetstream()
             self._connected.set()
+            self._connected_gauge.set(1)
             log.info("connected to NATS at %s", self.url)
             return
 
@@ -106,10 +117,14 @@ class EventBus:
         log.debug("NATS client error: %s", exc)
 
     async def _on_disconnect(self) -> None:
+        self._connected_gauge.set(0)
         if not self._closing:
+            metrics.NATS_DISCONNECTS.labels(self.service).inc()
             log.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnect(self) -> None:
+        self._connected_gauge.set(1)
+        metrics.NATS_RECONNECTS.labels(self.service).inc()
         log.info("reconnected to NATS")
 
     async def wait_connected(self, timeout: float | None = None) -> None:
@@ -157,3 +172,4 @@ class EventBus:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)
             await self._nc.close()
+        self._connected_gauge.set(0)

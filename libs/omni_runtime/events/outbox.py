@@ -53,6 +53,13 @@ class Outbox:
         self.publish_timeout = publish_timeout
         self.retention = retention
         self._wake = asyncio.Event()
+        for metric in (
+            metrics.OUTBOX_PENDING,
+            metrics.OUTBOX_OLDEST_AGE,
+            metrics.OUTBOX_PUBLISHED,
+            metrics.OUTBOX_PUBLISH_ERRORS,
+        ):
+            metrics.initialise(metric, [(service,)])
 
     async def emit(
         self, session: AsyncSession, message: Message, *, event_id: uuid.UUID | None = None

@@ -104,7 +104,7 @@ class MetricsStage(Stage):
             raise
         finally:
             metrics.SERVER_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - start)
-            metrics.SERVER_HANDLED.labels(*labels, final_code(context, error).name).inc()
+            metrics.SERVER_HANDLED.labels(*labels, metrics.code_label(final_code(context, error))).inc()
             if error is None and info.rpc_type in ("unary", "client_stream"):
                 metrics.SERVER_MSG_SENT.labels(*labels).inc()
 

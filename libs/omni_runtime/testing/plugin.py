@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +46,17 @@ class Infra:
 
 
 @pytest.fixture(scope="session")
-def omni_infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
-    root: Path = tmp_path_factory.mktemp("omni-infra")
+def omni_infra() -> Iterator[Infra]:
+    # Not under pytest's basetemp: every pytest session re-tightens /tmp/pytest-of-<user> to 0700,
+    # which locks the PostgreSQL system user out of a concurrently starting session's data dir.
+    root = Path(tempfile.mkdtemp(prefix="omni-infra-"))
+    try:
+        yield from _infra(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _infra(root: Path) -> Iterator[Infra]:
     postgres = EmbeddedPostgres(root / "pg", free_port(), durable=False)
     nats = EmbeddedNats(root / "nats", free_port())
     postgres.start()

@@ -17,7 +17,7 @@ from omni_runtime.context import channel_name
 from omni_runtime.errors import Unauthenticated
 from omni_runtime.listing import Field, Kind
 from omni_runtime.validation import Checker
-from services.identity import domain, metrics, store
+from services.identity import domain, store
 from services.identity.api import convert
 from services.identity.api.base import HandlerBase, Rows, check_etag, too_many_attempts
 from services.identity.api.common import DOMAIN, identity_listing, scope, transact
@@ -258,5 +258,4 @@ class ClientHandlers(HandlerBase):
         self, request: pb.GetJwksRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetJwksResponse:
         keys = self.d.keyring.jwks()
-        metrics.SIGNING_KEYS.set(len(keys))
         return pb.GetJwksResponse(keys=[resources_pb2.JsonWebKey(**key) for key in keys])
