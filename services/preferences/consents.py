@@ -17,6 +17,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -159,18 +160,46 @@ async def write(
     row = (await session.execute(statement.returning(*c.c))).one()
     if current is not None and current.state == PENDING:
         await _close_tokens(session, row.id, TokenState.SUPERSEDED)
-    event_id = uuid.uuid4().hex
     previous = current.state if current is not None else res.CONSENT_STATE_UNSPECIFIED
+    changed = current is None or current.state != state or current.legal_basis != legal_basis
+    await _append(session, unit, row, previous, source, now, cause, announce=changed)
+    return row
+
+
+async def remove(
+    session: AsyncSession, unit: Unit, current: Any, source: Source, now: datetime, cause: str
+) -> None:
+    """Take a consent back to "never recorded" (an unmerge undoing what a merge created): the row
+    goes, the ledger says so with state UNSPECIFIED, and so does the ConsentChangedEvent."""
+    await session.execute(c.delete().where(c.c.id == current.id))
+    await _close_tokens(session, current.id, TokenState.SUPERSEDED)
+    gone = {**current._mapping, "state": res.CONSENT_STATE_UNSPECIFIED}
+    await _append(session, unit, SimpleNamespace(**gone), current.state, source, now, cause, announce=True)
+
+
+async def _append(
+    session: AsyncSession,
+    unit: Unit,
+    row: Any,
+    previous: int,
+    source: Source,
+    now: datetime,
+    cause: str,
+    *,
+    announce: bool,
+) -> None:
+    """The ledger entry of a change to ``row`` (as it is now), and its event when ``announce``."""
+    event_id = uuid.uuid4().hex
     await session.execute(
         e.insert().values(
             id=event_id,
             consent_id=row.id,
-            customer_id=customer_id,
-            channel=channel,
-            topic=topic,
-            state=state,
+            customer_id=row.customer_id,
+            channel=row.channel,
+            topic=row.topic,
+            state=row.state,
             previous_state=previous,
-            legal_basis=legal_basis,
+            legal_basis=row.legal_basis,
             source_channel=source.channel.channel,
             source_store=source.channel.store,
             source_device=source.channel.device,
@@ -179,25 +208,28 @@ async def write(
             create_time=now,
         )
     )
-    if current is None or current.state != state or current.legal_basis != legal_basis:
+    if announce:
         await unit.outbox.emit(
             session,
             ev.ConsentChangedEvent(
-                consent=convert.consent_name(customer_id, row.id),
-                consent_event=convert.event_name(customer_id, row.id, event_id),
-                customer=convert.customer_name(customer_id),
-                channel=channel,  # type: ignore[arg-type]
-                topic=topic,
-                state=state,  # type: ignore[arg-type]
+                consent=convert.consent_name(row.customer_id, row.id),
+                consent_event=convert.event_name(row.customer_id, row.id, event_id),
+                customer=convert.customer_name(row.customer_id),
+                channel=row.channel,
+                topic=row.topic,
+                state=row.state,
                 previous_state=previous,  # type: ignore[arg-type]
-                legal_basis=legal_basis,  # type: ignore[arg-type]
-                source=convert.source(row),
+                legal_basis=row.legal_basis,
+                source=res.ConsentSource(
+                    channel=source.channel.to_proto(),
+                    recorded_by=source.recorded_by,
+                    evidence=source.evidence,
+                ),
                 occur_time=to_proto(now),
             ),
         )
-    labels = (channels.name(channel), res.ConsentState.Name(state), cause)  # type: ignore[arg-type]
+    labels = (channels.name(row.channel), res.ConsentState.Name(row.state), cause)
     after_commit(session, lambda: metrics.CONSENT_CHANGES.labels(*labels).inc())
-    return row
 
 
 async def _close_tokens(session: AsyncSession, consent_id: str, state: TokenState) -> None:

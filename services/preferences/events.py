@@ -1,7 +1,8 @@
 """What the preferences service consumes; what it publishes is built where the change happens
 (consents.py, preferences.py) and always goes through the outbox in the same transaction.
 
-- identity's GuestUpgradedEvent (MERGED) and profile's ProfilesMergedEvent: consent-safe merges.
+- identity's GuestUpgradedEvent (MERGED) and profile's ProfilesMergedEvent: consent-safe merges;
+  profile's ProfilesUnmergedEvent: the merge undone (merges.py says how).
 - profile's ProfileUpdatedEvent and identity's IdentifierLinked/UnlinkedEvent: the contact-point
   projection (which channels reach the customer, verified or not).
 - identity's CustomerErasedEvent: through the runtime's erasure fan-out (main.py, erasure.py).
@@ -26,7 +27,7 @@ from omni_runtime.events.consumer import Event
 from omni_runtime.timestamps import utcnow
 from services.preferences import contact_points, store
 from services.preferences.domain import channels
-from services.preferences.merges import merge_customers
+from services.preferences.merges import merge_customers, unmerge_customers
 from services.preferences.txn import Unit
 
 log = logging.getLogger("omni.preferences.events")
@@ -36,6 +37,7 @@ IDENTIFIER_LINKED = "omni.identity.identifier_linked"
 IDENTIFIER_UNLINKED = "omni.identity.identifier_unlinked"
 PROFILE_UPDATED = "omni.profile.profile_updated"
 PROFILES_MERGED = "omni.profile.profiles_merged"
+PROFILES_UNMERGED = "omni.profile.profiles_unmerged"
 CUSTOMER = "customers/{customer}"
 
 
@@ -85,6 +87,30 @@ class Handlers:
             why=f"profiles merged: {reason}",
             channel=None,
         )
+
+    async def on_profile_merges(self, session: AsyncSession, event: Event) -> None:
+        """Merges and unmerges on one consumer, so an unmerge is never applied before its merge."""
+        if event.subject == PROFILES_UNMERGED:
+            await self.on_profiles_unmerged(session, event)
+        else:
+            await self.on_profiles_merged(session, event)
+
+    async def on_profiles_unmerged(self, session: AsyncSession, event: Event) -> None:
+        unmerged = event.decode(profile_events.ProfilesUnmergedEvent)
+        source_id, target_id = _customer_id(unmerged.source_customer), _customer_id(unmerged.target_customer)
+        if source_id is None or target_id is None or source_id == target_id:
+            log.warning("ignoring unmerge event %s", event.id)
+            return
+        restored = await unmerge_customers(
+            session,
+            self.unit,
+            source_id=source_id,
+            target_id=target_id,
+            recorded_by=unmerged.unmerged_by or "serviceClients/omni-profile",
+            channel=ChannelInfo(),
+        )
+        if restored is None:
+            log.info("unmerge of customers/%s from customers/%s: no merge here to undo", source_id, target_id)
 
     async def _merge(
         self,

@@ -17,6 +17,7 @@ from services.preferences.events import (
     IDENTIFIER_UNLINKED,
     PROFILE_UPDATED,
     PROFILES_MERGED,
+    PROFILES_UNMERGED,
     Handlers,
 )
 from services.preferences.sweeper import ExpirySweeper
@@ -32,7 +33,7 @@ async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     runtime.consume("guest-upgrades", [GUEST_UPGRADED], handlers.on_guest_upgraded)
     runtime.consume("identifiers", [IDENTIFIER_LINKED, IDENTIFIER_UNLINKED], handlers.on_identifier)
     runtime.consume("profile-updates", [PROFILE_UPDATED], handlers.on_profile_updated)
-    runtime.consume("profile-merges", [PROFILES_MERGED], handlers.on_profiles_merged)
+    runtime.consume("profile-merges", [PROFILES_MERGED, PROFILES_UNMERGED], handlers.on_profile_merges)
     consume_erasures(runtime, Eraser(unit), preferences_events.CustomerErasureProcessedEvent)
     runtime.background.append(ExpirySweeper(unit, interval=unit.config.sweep_interval).run)
 

@@ -19,7 +19,8 @@ from omni.type.v1 import channel_pb2 as ch
 from omni_runtime.auth.keys import StaticKeySource
 from omni_runtime.config import Settings
 from omni_runtime.db.engine import Database
-from omni_runtime.testing.calls import Caller, EventTap, eventually, publish, tap
+from omni_runtime.testing.calls import Caller, EventTap, eventually, tap
+from omni_runtime.testing.events import publish_event
 from omni_runtime.testing.plugin import Infra
 from omni_runtime.testing.services import RunningService, running_service
 from services.preferences.main import SERVICE
@@ -118,7 +119,7 @@ async def link(
         verified=verified,
         primary=primary,  # type: ignore[arg-type]
     )
-    await publish(infra.nats_url, event, rid())
+    await publish_event(infra.nats_url, event)
     return identifier
 
 

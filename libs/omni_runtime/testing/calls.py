@@ -118,23 +118,3 @@ async def tap(nats_url: str, producer: str) -> AsyncIterator[EventTap]:
             await sub.unsubscribe()
     finally:
         await bus.close()
-
-
-async def publish(nats_url: str, message: Any, event_id: str) -> None:
-    """Publish ``message`` (an ``…Event``) as its producer's outbox would, on its own stream."""
-    from omni_runtime.events.bus import EventBus, subject_for
-    from omni_runtime.events.outbox import EVENT_TYPE_HEADER, MSG_ID_HEADER
-
-    subject = subject_for(message.DESCRIPTOR.full_name)
-    bus = EventBus(nats_url, name="test-publisher")
-    await bus.start()
-    try:
-        await bus.wait_connected(10)
-        await bus.ensure_stream(subject.split(".")[1])
-        await bus.js.publish(
-            subject,
-            message.SerializeToString(),
-            headers={MSG_ID_HEADER: event_id, EVENT_TYPE_HEADER: message.DESCRIPTOR.full_name},
-        )
-    finally:
-        await bus.close()
