@@ -166,7 +166,8 @@ class Platform:
             upgrade(name, url)
 
     def seed(self) -> list[str]:
-        """Demo principals from identity's seeding function, when identity exists."""
+        """Demo principals from identity's seeding function, when identity exists, and the demo
+        customer's preferences and consents when the preferences service exists."""
         if "identity" not in self.services or importlib.util.find_spec("services.identity.seed") is None:
             return []
         from omni_runtime.db.engine import Database
@@ -179,7 +180,17 @@ class Platform:
                 result = await identity_seed.seed_demo(db)
             finally:
                 await db.close()
-            return list(result.get("lines", [])) if isinstance(result, dict) else []
+            lines = list(result.get("lines", [])) if isinstance(result, dict) else []
+            customer = result.get("customer", {}).get("name", "") if isinstance(result, dict) else ""
+            if customer and "preferences" in self.services:
+                from services.preferences.seed import seed_demo as seed_preferences
+
+                db = Database(self.postgres.url("omni_preferences"))
+                try:
+                    lines += await seed_preferences(db, customer)
+                finally:
+                    await db.close()
+            return lines
 
         return asyncio.run(run())
 
