@@ -37,6 +37,7 @@ from omni_runtime.events.bus import EventBus
 from omni_runtime.events.consumer import EventConsumer
 from omni_runtime.events.outbox import Outbox
 from omni_runtime.interceptors.auth import AuthStage
+from omni_runtime.interceptors.base import Chain, ChainedServer, Stage
 from omni_runtime.interceptors.channel import ChannelStage
 from omni_runtime.interceptors.deadlines import DeadlineStage
 from omni_runtime.interceptors.errors import ErrorStage
@@ -104,7 +105,7 @@ class ServiceDefinition:
     key_source: Callable[[Runtime], Awaitable[KeySource]] | None = None
 
 
-def build_stages(verifier: TokenVerifier, settings: Settings) -> list[grpc.aio.ServerInterceptor]:
+def build_stages(verifier: TokenVerifier, settings: Settings) -> list[Stage]:
     """The interceptor chain, outermost first: observe, map errors, bound time, identify, authorize."""
     return [
         TracingStage(),
@@ -201,7 +202,10 @@ class ServiceHost:
         runtime.key_source = self._key_source
         verifier = TokenVerifier(self._key_source)
 
-        server = grpc.aio.server(interceptors=build_stages(verifier, settings), options=server_options())
+        # The stages wrap each handler as it is registered (no per-call interceptor pipeline).
+        server = ChainedServer(
+            grpc.aio.server(options=server_options()), Chain(build_stages(verifier, settings))
+        )
         registered = defn.register(server, runtime)
         if asyncio.iscoroutine(registered):
             await registered

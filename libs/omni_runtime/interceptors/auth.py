@@ -8,12 +8,9 @@ method without the option is refused: forgetting to declare a rule must not open
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
 
-import grpc
 from google.protobuf import descriptor_pool
 
 from omni.type.v1 import auth_pb2
@@ -21,7 +18,7 @@ from omni_runtime.auth.permissions import Scope, current_scope, grant
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.context import ANONYMOUS, Principal, current_principal
 from omni_runtime.errors import PermissionDenied, Unauthenticated
-from omni_runtime.interceptors.base import CallInfo, Stage, is_infrastructure, metadata_dict
+from omni_runtime.interceptors.base import Call, CallInfo, Stage, is_infrastructure
 
 
 @lru_cache(maxsize=1024)
@@ -104,15 +101,7 @@ class AuthStage(Stage):
                 )
         return principal, scope
 
-    @contextlib.asynccontextmanager
-    async def scope(
-        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
-    ) -> AsyncIterator[None]:
-        principal, scope = await self.authorize(info, metadata_dict(context), request)
-        principal_token = current_principal.set(principal)
-        scope_token = current_scope.set(scope)
-        try:
-            yield
-        finally:
-            current_scope.reset(scope_token)
-            current_principal.reset(principal_token)
+    async def enter(self, call: Call) -> None:
+        principal, scope = await self.authorize(call.info, call.meta, call.request)
+        current_principal.set(principal)
+        current_scope.set(scope)

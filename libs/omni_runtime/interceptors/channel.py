@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
-
 from omni_runtime import context as call_context
 from omni_runtime import names
 from omni_runtime.errors import FieldViolation, InvalidArgument
-from omni_runtime.interceptors.base import CallInfo, Stage, is_infrastructure, metadata_dict
+from omni_runtime.interceptors.base import Call, CallInfo, Stage, is_infrastructure
 
 
 def parse_channel(meta: dict[str, str]) -> call_context.ChannelInfo:
@@ -48,15 +42,7 @@ class ChannelStage(Stage):
     def applies(self, info: CallInfo) -> bool:
         return not is_infrastructure(info)
 
-    @contextlib.asynccontextmanager
-    async def scope(
-        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
-    ) -> AsyncIterator[None]:
-        meta = metadata_dict(context)
-        channel_token = call_context.current_channel.set(parse_channel(meta))
-        request_token = call_context.current_request_id.set(meta.get(call_context.REQUEST_ID_KEY, ""))
-        try:
-            yield
-        finally:
-            call_context.current_request_id.reset(request_token)
-            call_context.current_channel.reset(channel_token)
+    async def enter(self, call: Call) -> None:
+        meta = call.meta
+        call_context.current_channel.set(parse_channel(meta))
+        call_context.current_request_id.set(meta.get(call_context.REQUEST_ID_KEY, ""))

@@ -12,12 +12,9 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-import grpc
-
-from omni_runtime.interceptors.base import CallInfo, Stage, is_infrastructure
+from omni_runtime.interceptors.base import Call, CallInfo, Stage, is_infrastructure
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("omni_deadline", default=None)
 
@@ -48,26 +45,24 @@ class DeadlineStage(Stage):
     def applies(self, info: CallInfo) -> bool:
         return not is_infrastructure(info)
 
-    @contextlib.asynccontextmanager
-    async def scope(
-        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
-    ) -> AsyncIterator[None]:
-        caller = context.time_remaining()
-        streaming = info.rpc_type in ("server_stream", "bidi_stream")
+    async def enter(self, call: Call) -> asyncio.Timeout | None:
+        caller = call.context.time_remaining()
         if caller is not None and caller <= self.max_seconds:
             budget: float | None = caller
             enforce = False  # gRPC itself cancels the call at the caller's deadline
-        elif streaming:
+        elif call.info.streams_responses:
             budget, enforce = caller, False
         else:
             budget = self.default_seconds if caller is None else self.max_seconds
             enforce = True
-        token = _deadline.set(None if budget is None else time.monotonic() + budget)
-        try:
-            if enforce and budget is not None:
-                async with asyncio.timeout(budget):
-                    yield
-            else:
-                yield
-        finally:
-            _deadline.reset(token)
+        _deadline.set(None if budget is None else time.monotonic() + budget)
+        if not (enforce and budget is not None):
+            return None
+        timer = asyncio.timeout(budget)
+        await timer.__aenter__()
+        return timer
+
+    async def exit(self, call: Call, state: asyncio.Timeout | None, error: BaseException | None) -> None:
+        if state is not None:  # turns its own cancellation of the call into TimeoutError
+            trace = error.__traceback__ if error is not None else None
+            await state.__aexit__(type(error) if error is not None else None, error, trace)

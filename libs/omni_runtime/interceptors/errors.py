@@ -6,17 +6,13 @@ caller, who gets the trace id to quote instead.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 from google.rpc import status_pb2
 
 from omni_runtime import errors
-from omni_runtime.interceptors.base import CallInfo, Stage
+from omni_runtime.interceptors.base import Call, Stage
 from omni_runtime.logs import current_trace_ids
 
 log = logging.getLogger("omni.errors")
@@ -51,26 +47,21 @@ async def abort_with(context: grpc.aio.ServicerContext, status: status_pb2.Statu
 class ErrorStage(Stage):
     """Catches everything a handler raises and answers with the right status and details."""
 
-    @contextlib.asynccontextmanager
-    async def scope(
-        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
-    ) -> AsyncIterator[None]:
-        try:
-            yield
-        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
-            raise
-        except Exception as exc:
-            mapped = translate(exc)
-            if mapped is not None:
-                if mapped is not exc:
-                    log.warning("%s: %s", info.full_method, exc.__class__.__name__, exc_info=exc)
-                await abort_with(context, mapped.to_status())
-                return
-            trace_id, _ = current_trace_ids()
-            log.error(
-                "unhandled error in %s",
-                info.full_method,
-                exc_info=exc,
-                extra={"grpc_method": info.full_method},
-            )
-            await abort_with(context, errors.internal_status(trace_id or None))
+    async def exit(self, call: Call, state: None, error: BaseException | None) -> None:
+        if error is None or not isinstance(error, Exception) or isinstance(error, grpc.aio.AbortError):
+            return  # success, an abort already made, or a cancellation (BaseException)
+        info, context, exc = call.info, call.context, error
+        mapped = translate(exc)
+        if mapped is not None:
+            if mapped is not exc:
+                log.warning("%s: %s", info.full_method, exc.__class__.__name__, exc_info=exc)
+            await abort_with(context, mapped.to_status())
+            return
+        trace_id, _ = current_trace_ids()
+        log.error(
+            "unhandled error in %s",
+            info.full_method,
+            exc_info=exc,
+            extra={"grpc_method": info.full_method},
+        )
+        await abort_with(context, errors.internal_status(trace_id or None))

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from opentelemetry import context as otel_context
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Status, StatusCode
 
 from omni_runtime import metrics, tracing
-from omni_runtime.interceptors.base import CallInfo, Stage, is_infrastructure, metadata_dict
+from omni_runtime.interceptors.base import Call, CallInfo, Stage, is_infrastructure
 
 log = logging.getLogger("omni.access")
 
@@ -43,33 +40,27 @@ def final_code(context: grpc.aio.ServicerContext, error: BaseException | None) -
 class TracingStage(Stage):
     """A SERVER span per call, continuing the caller's W3C trace context."""
 
-    @contextlib.asynccontextmanager
-    async def scope(
-        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
-    ) -> AsyncIterator[None]:
-        parent = tracing.extract_from_metadata(context.invocation_metadata())
-        token = otel_context.attach(parent)  # type: ignore[arg-type]
-        try:
-            with tracing.tracer("omni.grpc").start_as_current_span(
-                info.full_method.lstrip("/"),
-                kind=SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": info.service, "rpc.method": info.method},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                error: BaseException | None = None
-                try:
-                    yield
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    code = final_code(context, error)
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code in _SERVER_FAULTS:
-                        span.set_status(Status(StatusCode.ERROR, code.name))
-        finally:
-            otel_context.detach(token)
+    def bind(self, info: CallInfo) -> Stage | None:
+        return _MethodTracing(info)
+
+
+class _MethodTracing(Stage):
+    def __init__(self, info: CallInfo) -> None:
+        self.name = info.full_method.lstrip("/")
+        self.attributes = {"rpc.system": "grpc", "rpc.service": info.service, "rpc.method": info.method}
+
+    async def enter(self, call: Call) -> tracing.ServerSpan:
+        parent = tracing.extract_from_metadata(call.context.invocation_metadata())
+        return tracing.ServerSpan("omni.grpc", self.name, parent, self.attributes)
+
+    async def exit(self, call: Call, state: tracing.ServerSpan, error: BaseException | None) -> None:
+        span = state.span
+        if span.is_recording():
+            code = final_code(call.context, error)
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in _SERVER_FAULTS:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+        span.end()
 
 
 _SERVER_FAULTS = frozenset(
@@ -87,32 +78,46 @@ _SERVER_FAULTS = frozenset(
 class MetricsStage(Stage):
     """``grpc_server_*`` metrics with the labels grpc-ecosystem dashboards expect."""
 
-    @contextlib.asynccontextmanager
-    async def scope(
-        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
-    ) -> AsyncIterator[None]:
+    def bind(self, info: CallInfo) -> Stage | None:
+        return _MethodMetrics(info)
+
+
+class _MethodMetrics(Stage):
+    """One method's metric children, resolved once instead of by label lookup per call."""
+
+    def __init__(self, info: CallInfo) -> None:
         labels = (info.service, info.method, info.rpc_type)
-        metrics.SERVER_STARTED.labels(*labels).inc()
-        if request is not None:
-            metrics.SERVER_MSG_RECEIVED.labels(*labels).inc()
-        start = time.perf_counter()
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            metrics.SERVER_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - start)
-            metrics.SERVER_HANDLED.labels(*labels, metrics.code_label(final_code(context, error))).inc()
-            if error is None and info.rpc_type in ("unary", "client_stream"):
-                metrics.SERVER_MSG_SENT.labels(*labels).inc()
+        self.labels = labels
+        self.started = metrics.SERVER_STARTED.labels(*labels)
+        self.received = metrics.SERVER_MSG_RECEIVED.labels(*labels)
+        self.sent = metrics.SERVER_MSG_SENT.labels(*labels)
+        self.seconds = metrics.SERVER_HANDLING_SECONDS.labels(*labels)
+        self.handled: dict[grpc.StatusCode, Any] = {}
+        self.one_response = info.rpc_type in ("unary", "client_stream")
+
+    async def enter(self, call: Call) -> float:
+        self.started.inc()
+        if call.request is not None:
+            self.received.inc()
+        return time.perf_counter()
+
+    async def exit(self, call: Call, state: float, error: BaseException | None) -> None:
+        self.seconds.observe(time.perf_counter() - state)
+        code = final_code(call.context, error)
+        handled = self.handled.get(code)
+        if handled is None:
+            handled = self.handled[code] = metrics.SERVER_HANDLED.labels(
+                *self.labels, metrics.code_label(code)
+            )
+        handled.inc()
+        if error is None and self.one_response:
+            self.sent.inc()
 
     def on_message_sent(self, info: CallInfo) -> None:
-        metrics.SERVER_MSG_SENT.labels(info.service, info.method, info.rpc_type).inc()
+        self.sent.inc()
 
     def on_message_received(self, info: CallInfo) -> None:
-        metrics.SERVER_MSG_RECEIVED.labels(info.service, info.method, info.rpc_type).inc()
+        self.received.inc()
 
 
 class AccessLogStage(Stage):
@@ -121,42 +126,35 @@ class AccessLogStage(Stage):
     def applies(self, info: CallInfo) -> bool:
         return not is_infrastructure(info)
 
-    @contextlib.asynccontextmanager
-    async def scope(
-        self, info: CallInfo, context: grpc.aio.ServicerContext, request: Any | None
-    ) -> AsyncIterator[None]:
-        start = time.perf_counter()
+    async def enter(self, call: Call) -> tuple[float, str]:
         # Read the context while the call is alive; after a cancellation it must not be touched.
-        peer = context.peer()
-        meta = metadata_dict(context)
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            code = final_code(context, error)
-            level = (
-                logging.DEBUG
-                if code is grpc.StatusCode.OK
-                else logging.ERROR
-                if code in _SERVER_FAULTS
-                else logging.INFO
+        call.meta  # noqa: B018 - parsed now, while the call is alive
+        return time.perf_counter(), call.context.peer()
+
+    async def exit(self, call: Call, state: tuple[float, str], error: BaseException | None) -> None:
+        start, peer = state
+        info, context, meta = call.info, call.context, call.meta
+        code = final_code(context, error)
+        level = (
+            logging.DEBUG
+            if code is grpc.StatusCode.OK
+            else logging.ERROR
+            if code in _SERVER_FAULTS
+            else logging.INFO
+        )
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "%s %s",
+                info.full_method,
+                code.name,
+                extra={
+                    "grpc_method": info.full_method,
+                    "grpc_code": code.name,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "peer": peer,
+                    "channel": meta.get("x-omni-channel", ""),
+                    "request_id": meta.get("x-request-id", ""),
+                    "grpc_message": "" if cancelled(error) else (context.details() or ""),
+                },
             )
-            if log.isEnabledFor(level):
-                log.log(
-                    level,
-                    "%s %s",
-                    info.full_method,
-                    code.name,
-                    extra={
-                        "grpc_method": info.full_method,
-                        "grpc_code": code.name,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                        "peer": peer,
-                        "channel": meta.get("x-omni-channel", ""),
-                        "request_id": meta.get("x-request-id", ""),
-                        "grpc_message": "" if cancelled(error) else (context.details() or ""),
-                    },
-                )
