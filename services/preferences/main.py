@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from omni.preferences.v1 import events_pb2 as preferences_events
@@ -9,7 +11,7 @@ from omni.preferences.v1 import preferences_service_pb2_grpc
 from omni_runtime.events.erasure import consume_erasures
 from omni_runtime.server import Runtime, ServiceDefinition
 from services.preferences.api import PreferencesServicer
-from services.preferences.config import PreferencesConfig
+from services.preferences.config import LOCAL_PSEUDONYM_KEY, PreferencesConfig
 from services.preferences.erasure import Eraser
 from services.preferences.events import (
     GUEST_UPGRADED,
@@ -23,11 +25,18 @@ from services.preferences.events import (
 from services.preferences.sweeper import ExpirySweeper
 from services.preferences.txn import Unit
 
+log = logging.getLogger("omni.preferences")
+
 
 async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     if runtime.db is None or runtime.outbox is None:
         raise RuntimeError("the preferences service needs its database and the event bus")
     unit = Unit(runtime.db, runtime.outbox, PreferencesConfig.from_settings(runtime.settings))
+    if unit.config.pseudonym_key == LOCAL_PSEUDONYM_KEY.encode():
+        log.warning(
+            "OMNI_PREFERENCES_PSEUDONYM_KEY is not set: the ledger pseudonyms of erased customers "
+            "use the local development key"
+        )
     preferences_service_pb2_grpc.add_PreferencesServiceServicer_to_server(PreferencesServicer(unit), server)
     handlers = Handlers(unit)
     runtime.consume("guest-upgrades", [GUEST_UPGRADED], handlers.on_guest_upgraded)

@@ -130,7 +130,8 @@ async def has_contact_point(db: Database, customer: str, channel: int, verified:
         row = (
             await session.execute(
                 text(
-                    "SELECT bool_or(verified) AS v FROM contact_points WHERE customer_id = :c AND channel = :ch"
+                    "SELECT bool_or(verified) AS v FROM contact_points"
+                    " WHERE customer_id = :c AND channel = :ch"
                 ),
                 {"c": customer.removeprefix("customers/"), "ch": channel},
             )

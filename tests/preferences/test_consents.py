@@ -15,7 +15,7 @@ from omni.type.v1 import channel_pb2 as ch
 from omni_runtime.db.engine import Database
 from omni_runtime.testing.calls import Caller, EventTap, details, eventually, reason, rpc_error
 from omni_runtime.testing.plugin import Infra
-from tests.preferences.conftest import new_customer, rid, set_consent, with_email, with_phone
+from tests.preferences.conftest import new_customer, set_consent, with_email, with_phone
 
 GRANTED, DENIED, WITHDRAWN = res.CONSENT_STATE_GRANTED, res.CONSENT_STATE_DENIED, res.CONSENT_STATE_WITHDRAWN
 PENDING = res.CONSENT_STATE_PENDING_CONFIRMATION
@@ -236,7 +236,7 @@ async def test_an_expired_request_drops_to_denied_with_a_ledger_entry(
 
     await eventually(denied, 10)
     entries = await history(me, pending.name)
-    assert [(e.state, e.previous_state) for e in entries][0] == (DENIED, PENDING)
+    assert (entries[0].state, entries[0].previous_state) == (DENIED, PENDING)
     assert entries[0].source.recorded_by == "serviceClients/omni-preferences"
     error = await rpc_error(anonymous.ConfirmConsent(svc.ConfirmConsentRequest(token=request.token)))
     assert reason(error) == "CONFIRMATION_TOKEN_EXPIRED"
@@ -253,7 +253,8 @@ async def test_a_token_past_its_expiry_confirms_nothing_even_before_the_sweeper(
     async with db.transaction() as session:
         await session.execute(
             text(
-                "UPDATE confirmation_tokens SET expire_time = now() - interval '1 second' WHERE consent_id = :id"
+                "UPDATE confirmation_tokens SET expire_time = now() - interval '1 second'"
+                " WHERE consent_id = :id"
             ),
             {"id": pending.name.rsplit("/", 1)[1]},
         )

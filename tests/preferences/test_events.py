@@ -213,9 +213,13 @@ async def test_contact_points_follow_profile_and_identity(
 
     identifier = f"{customer}/identifiers/{uuid.uuid4().hex[:8]}"
     linked = identity_events.IdentifierLinkedEvent(
-        identifier=identifier, customer=customer, kind=identity_res.IDENTIFIER_KIND_PHONE, value="+40700000001",
-        verified=True, occur_time=timestamp_pb2.Timestamp(seconds=2_000_000_000),
-    )  # fmt: skip
+        identifier=identifier,
+        customer=customer,
+        kind=identity_res.IDENTIFIER_KIND_PHONE,
+        value="+40700000001",
+        verified=True,
+        occur_time=timestamp_pb2.Timestamp(seconds=2_000_000_000),
+    )
     await publish_event(omni_infra.nats_url, linked)
 
     async def phone_known() -> bool:

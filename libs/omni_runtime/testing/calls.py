@@ -63,7 +63,8 @@ def reason(error: grpc.aio.AioRpcError) -> str:
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while not await predicate():
+        # Polling: the effect happens in another task or process; there is no event to wait on.
+        while not await predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
