@@ -2,7 +2,10 @@
 
 Each scenario module exposes ``async def run(env: BenchEnv) -> dict``. Scenarios run one after
 another against one embedded PostgreSQL and NATS; each gets fresh databases. Pass scenario names
-to run a subset: ``python -m bench runtime identity``.
+to run a subset: ``python -m bench runtime identity``. A scenario lists its goals under
+``"targets"`` (bench/report.py); the table of every target is printed at the end. The load
+average before and after the run is recorded: on a shared machine it says how far to trust
+the figures. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import report, scenarios
 from bench.env import ROOT, BenchEnv
 
 RESULTS = ROOT / "bench" / "results"
@@ -44,6 +47,14 @@ def git_commit() -> str:
 
 async def run_all(names: list[str], env: BenchEnv) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    try:
+        await _run_each(names, env, results)
+    finally:
+        await env.close()
+    return results
+
+
+async def _run_each(names: list[str], env: BenchEnv, results: dict[str, Any]) -> None:
     for name in names:
         module = importlib.import_module(f"bench.scenarios.{name}")
         print(f"[bench] {name}…", flush=True)
@@ -55,7 +66,13 @@ async def run_all(names: list[str], env: BenchEnv) -> dict[str, Any]:
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         results[name]["_wall_s"] = round(time.perf_counter() - started, 1)
         print(json.dumps(results[name], indent=2), flush=True)
-    return results
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
 
 
 def main() -> int:
@@ -63,6 +80,8 @@ def main() -> int:
     if not names:
         print("no such scenario; available:", ", ".join(discover([])))
         return 2
+    started = time.perf_counter()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="omni-bench-") as tmp:
         env = BenchEnv(Path(tmp))
         env.start()
@@ -70,20 +89,30 @@ def main() -> int:
             results = asyncio.run(run_all(names, env))
         finally:
             env.stop()
-    report = {
+    document = {
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
         },
+        "wall_s": round(time.perf_counter() - started, 1),
         "scenarios": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "latest.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"[bench] results written to {out.relative_to(ROOT)}")
+    met, every = report.counts(results)
+    print(
+        f"\n[bench] {met} of {every} targets met in {document['wall_s']:.0f} s; "
+        f"load average {load_before} before, {document['machine']['load_average_after']} after "
+        f"({os.cpu_count()} CPUs)\n"
+    )
+    print(report.table(results))
     return 1 if any("error" in r for r in results.values()) else 0
 
 

@@ -1,8 +1,8 @@
 """GetCart through the gateway (HTTP/JSON) vs straight to the cart service (gRPC), same run.
 
 The cart holds two priced lines (real inventory behind it). The same customer token reads it
-at 1, 8 and 32 concurrent callers, closed-loop from a separate process each time: over gRPC
-with bench/load.py, over HTTP/1.1 keep-alive with bench/http_load.py. The ratios are the
+at 1, 8 and 32 concurrent callers, closed-loop from a separate process (bench/load.py), over
+gRPC and over HTTP/1.1 keep-alive, taking turns. The ratios are the
 gateway's cost as a channel client sees it: routing, token check, transcoding to protobuf and
 back to proto3 JSON, plus one more hop.
 
@@ -19,7 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from bench.env import BenchEnv
+from bench.env import BenchEnv, grpc_arm, http_arm, ratio
+from bench.report import target
 from omni.cart.v1 import cart_service_pb2, cart_service_pb2_grpc
 from omni.cart.v1 import resources_pb2 as cart_resources
 from omni.inventory.v1 import inventory_service_pb2 as inv
@@ -31,6 +32,8 @@ from omni_runtime.localinfra import free_port
 from omni_runtime.testing.services import running_service
 
 CONCURRENCIES = (1, 8, 32)
+DURATION = 3.0
+ROUNDS = 3
 METHOD = "/omni.cart.v1.CartService/GetCart"
 CUSTOMER = "customers/bench-gw-customer"
 
@@ -72,46 +75,18 @@ async def _seed(env: BenchEnv, inventory_channel: Any, cart_channel: Any) -> Non
         )
 
 
-async def _http_load(port: int, headers: list[list[str]], concurrency: int) -> dict[str, Any]:
-    import json
-    import sys
-
-    from bench.env import ROOT
-
-    job = {
-        "host": "127.0.0.1",
-        "port": port,
-        "method": "GET",
-        "path": f"/v1/{CUSTOMER}/cart",
-        "headers": headers,
-        "concurrency": concurrency,
-        "duration": 3.0,
-        "warmup": 0.5,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.http_load",
-        cwd=str(ROOT),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate(json.dumps(job).encode())
-    if proc.returncode != 0:
-        raise RuntimeError(f"HTTP load generator failed: {err.decode()[-2000:]}")
-    result: dict[str, Any] = json.loads(out)
-    result["concurrency"] = concurrency
-    return result
-
-
 async def run(env: BenchEnv) -> dict[str, Any]:
     from services.cart.main import SERVICE as CART
     from services.gateway.app import GatewayConfig, create_app
     from services.gateway.routes import Contracts
     from services.inventory.main import SERVICE as INVENTORY
 
-    out: dict[str, Any] = {"method": METHOD, "route": "GET /v1/customers/{customer}/cart", "levels": []}
+    out: dict[str, Any] = {
+        "method": METHOD,
+        "route": "GET /v1/customers/{customer}/cart",
+        "levels": [],
+        "targets": [],
+    }
     inventory_settings = env.settings("inventory", env.new_database("gw_inventory"))
     async with running_service(INVENTORY, inventory_settings, key_source=env.key_source) as inventory:
         cart_settings = env.settings(
@@ -148,28 +123,29 @@ async def run(env: BenchEnv) -> dict[str, Any]:
                     await asyncio.sleep(0.01)
                 token = env.token(CUSTOMER)
                 metadata = [("authorization", f"Bearer {token}"), ("x-omni-channel", "web")]
-                headers = [["Authorization", f"Bearer {token}"], ["X-Omni-Channel", "web"]]
+                headers = [("Authorization", f"Bearer {token}"), ("X-Omni-Channel", "web")]
                 request = [cart_service_pb2.GetCartRequest(name=f"{CUSTOMER}/cart")]
+                arms = [
+                    grpc_arm("grpc", cart.target, METHOD, request, metadata),
+                    http_arm("gateway", port, "GET", f"/v1/{CUSTOMER}/cart", headers),
+                ]
                 for concurrency in CONCURRENCIES:
-                    direct = await env.load(
-                        cart.target, METHOD, request, concurrency=concurrency, metadata=metadata
-                    )
-                    via = await _http_load(port, headers, concurrency)
-                    out["levels"].append(
-                        {
-                            "concurrency": concurrency,
-                            "grpc": direct,
-                            "gateway": via,
-                            "throughput_ratio": round(via["rps"] / direct["rps"], 3)
-                            if direct["rps"]
-                            else None,
-                            "p50_ratio": round(via["p50_ms"] / direct["p50_ms"], 3)
-                            if direct["p50_ms"]
-                            else None,
-                            "p99_ratio": round(via["p99_ms"] / direct["p99_ms"], 3)
-                            if direct["p99_ms"]
-                            else None,
-                        }
+                    got = await env.compare(arms, concurrency=concurrency, duration=DURATION, rounds=ROUNDS)
+                    level = {
+                        "concurrency": concurrency,
+                        **got,
+                        "throughput_ratio": ratio(got["gateway"], got["grpc"]),
+                        "p50_ratio": ratio(got["gateway"], got["grpc"], "p50_ms"),
+                        "p99_ratio": ratio(got["gateway"], got["grpc"], "p99_ms"),
+                    }
+                    out["levels"].append(level)
+                    out["targets"].append(
+                        target(
+                            "HTTP via gateway vs gRPC, rps",
+                            f"c={concurrency}",
+                            level["throughput_ratio"],
+                            0.8,
+                        )
                     )
             finally:
                 server.should_exit = True

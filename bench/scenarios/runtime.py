@@ -1,6 +1,7 @@
-"""No-op unary RPC through the full runtime (every interceptor) vs a bare grpc.aio server.
+"""No-op unary RPC through the full runtime (every stage) vs a bare grpc.aio server.
 
-Same servicer, same client process, same run: the ratio is the runtime's per-call overhead.
+Same servicer, same client process, same run, the two taking turns (bench/load.py): the
+throughput ratio is the runtime's per-call overhead. Target: >= 0.8 at every concurrency.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from typing import Any
 
 import grpc
 
-from bench.env import BenchEnv
+from bench.env import PING, BenchEnv, grpc_arm, ratio
+from bench.report import target
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 from omni_runtime.localinfra import free_port
-from omni_runtime.testing.probe import ProbeServicer, probe_definition
-from omni_runtime.testing.services import running_service
+from omni_runtime.testing.probe import ProbeServicer
 
 CONCURRENCIES = (1, 8, 64)
-METHOD = "/omni.probe.v1.ProbeService/Ping"
+DURATION = 3.0
+ROUNDS = 3
 
 
 async def run(env: BenchEnv) -> dict[str, Any]:
@@ -26,25 +28,35 @@ async def run(env: BenchEnv) -> dict[str, Any]:
     await bare.start()
     request = [probe_pb2.PingRequest()]
     metadata = [("x-omni-channel", "web")]
-    out: dict[str, Any] = {"method": METHOD, "levels": []}
+    out: dict[str, Any] = {"method": PING, "levels": [], "targets": []}
     try:
-        settings = env.settings("probe", env.new_database("runtime"))
-        async with running_service(probe_definition(), settings, key_source=env.key_source) as svc:
-            for concurrency in CONCURRENCIES:
-                base = await env.load(
-                    f"127.0.0.1:{bare_port}", METHOD, request, concurrency=concurrency, metadata=metadata
+        full_target = await env.ping_target()
+        for concurrency in CONCURRENCIES:
+            got = await env.compare(
+                [
+                    grpc_arm("bare", f"127.0.0.1:{bare_port}", PING, request, metadata),
+                    grpc_arm("runtime", full_target, PING, request, metadata),
+                ],
+                concurrency=concurrency,
+                duration=DURATION,
+                rounds=ROUNDS,
+            )
+            level = {
+                "concurrency": concurrency,
+                **got,
+                "throughput_ratio": ratio(got["runtime"], got["bare"]),
+                "p50_ratio": ratio(got["runtime"], got["bare"], "p50_ms"),
+                "p99_ratio": ratio(got["runtime"], got["bare"], "p99_ms"),
+            }
+            out["levels"].append(level)
+            out["targets"].append(
+                target(
+                    "full chain vs bare grpc.aio, throughput",
+                    f"c={concurrency}",
+                    level["throughput_ratio"],
+                    0.8,
                 )
-                full = await env.load(svc.target, METHOD, request, concurrency=concurrency, metadata=metadata)
-                out["levels"].append(
-                    {
-                        "concurrency": concurrency,
-                        "bare": base,
-                        "runtime": full,
-                        "throughput_ratio": round(full["rps"] / base["rps"], 3) if base["rps"] else None,
-                        "p50_ratio": round(full["p50_ms"] / base["p50_ms"], 3) if base["p50_ms"] else None,
-                        "p99_ratio": round(full["p99_ms"] / base["p99_ms"], 3) if base["p99_ms"] else None,
-                    }
-                )
+            )
     finally:
         await bare.stop(0)
     return out

@@ -134,7 +134,7 @@ class CartOps:
         return cart_proto(cart, self.config.default_currency)
 
     async def read(self, customer: str) -> Cart:
-        async with self.db.transaction() as session:
+        async with self.db.read() as session:  # one statement: no transaction needed
             return await store.read_cart(session, customer)
 
     # ---------------------------------------------------------------------------------------

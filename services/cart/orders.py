@@ -120,7 +120,7 @@ class OrderOps:
         require_store(mine if mine and mine in stores else (stores[0] if stores else order.name))
 
     async def get(self, customer: str, order_id: str) -> r.Order:
-        async with self.db.transaction() as session:
+        async with self.db.read() as session:
             order = await store.load_order(session, customer, order_id)
         name = names.build(ORDER_PATTERN, customer=customer, order=order_id)
         if order is None:

@@ -44,6 +44,11 @@ PASSWORD_HASH_SECONDS = Histogram(
     ("operation",),
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+GUESTS_FROM_IDENTIFIERS = Counter(
+    "omni_identity_guests_from_identifiers_total",
+    "Guest customers created by ResolveIdentity (create_guest) for a handle nobody held: a message "
+    "from an unknown phone number, address or social account.",
+)
 SIGNING_KEYS = Gauge(
     "omni_identity_signing_keys",
     "Token signing keys currently published in the JWKS (2 during a rotation).",

@@ -107,7 +107,7 @@ def set_item_fields(item: res.Item) -> list[str]:
 
 
 async def get_item(unit: Unit, sku: str) -> res.Item:
-    async with unit.db.transaction() as session:
+    async with unit.db.read() as session:
         row = (await session.execute(select(store.items).where(store.items.c.sku == sku))).first()
     if row is None:
         raise NotFound(convert.item_name(sku), domain=DOMAIN)

@@ -307,7 +307,7 @@ async def create_reservation(
 
 
 async def get_reservation(unit: Unit, reservation_id: str) -> res.Reservation:
-    async with unit.db.transaction() as session:
+    async with unit.db.read() as session:
         row = (
             await session.execute(select(store.reservations).where(store.reservations.c.id == reservation_id))
         ).first()

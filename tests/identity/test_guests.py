@@ -206,3 +206,78 @@ async def test_guests_cannot_hold_login_identifiers(stub: Stub) -> None:
         grpc.StatusCode.FAILED_PRECONDITION,
         "CUSTOMER_IS_GUEST",
     )
+
+
+# --- guests for handles nobody holds (messaging's inbound messages) --------------------------
+
+FACEBOOK = resources_pb2.IDENTIFIER_KIND_FACEBOOK
+
+
+async def test_resolving_an_unknown_handle_with_create_guest_makes_one_guest(
+    stub: Stub, db: Database, admin: tuple[tuple[str, str], ...]
+) -> None:
+    psid = f"{uuid.uuid4().int % 10**16:016d}"
+    key = resources_pb2.IdentifierKey(kind=FACEBOOK, value=psid)
+    await expect(
+        stub.ResolveIdentity(pb.ResolveIdentityRequest(identifier=key), metadata=admin),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    replies = await asyncio.gather(
+        *(
+            stub.ResolveIdentity(pb.ResolveIdentityRequest(identifier=key, create_guest=True), metadata=admin)
+            for _ in range(8)
+        )
+    )
+    assert len({r.customer.name for r in replies}) == 1
+    assert sum(r.guest_created for r in replies) == 1
+    guest = replies[0].customer
+    assert guest.state == Customer.STATE_GUEST
+    assert replies[0].identifier.value == psid and not replies[0].identifier.verified
+    # Found again (unverified holders count with create_guest), not created twice.
+    again = await stub.ResolveIdentity(
+        pb.ResolveIdentityRequest(identifier=key, create_guest=True), metadata=admin
+    )
+    assert again.customer.name == guest.name and not again.guest_created
+    linked = [e for e in await events_of(db, events_pb2.IdentifierLinkedEvent) if e.customer == guest.name]
+    assert len(linked) == 1
+
+
+async def test_a_guest_holding_an_address_from_a_message_never_blocks_registration(
+    stub: Stub, admin: tuple[tuple[str, str], ...]
+) -> None:
+    address = email()
+    guest = await stub.ResolveIdentity(
+        pb.ResolveIdentityRequest(identifier=email_key(address), create_guest=True), metadata=admin
+    )
+    assert guest.guest_created
+    # Registering with a password proves nothing: a new customer, the guest loses the address.
+    account = await register(stub, address)
+    assert account.customer.name != guest.customer.name
+    now = await stub.ResolveIdentity(
+        pb.ResolveIdentityRequest(identifier=email_key(address), include_unverified=True), metadata=admin
+    )
+    assert now.customer.name == account.customer.name
+
+
+async def test_a_one_time_code_to_a_guests_number_upgrades_that_guest(
+    stub: Stub, db: Database, admin: tuple[tuple[str, str], ...]
+) -> None:
+    number = phone()
+    guest = await stub.ResolveIdentity(
+        pb.ResolveIdentityRequest(identifier=phone_key(number), create_guest=True), metadata=admin
+    )
+    challenge = await stub.StartOneTimeCodeLogin(
+        pb.StartOneTimeCodeLoginRequest(destination=phone_key(number), allow_registration=True)
+    )
+    reply = await stub.VerifyOneTimeCode(
+        pb.VerifyOneTimeCodeRequest(
+            challenge_id=challenge.challenge_id, code=await code_of(db, challenge.challenge_id)
+        )
+    )
+    # The code proves the number is theirs: the guest (and what it wrote) becomes the account.
+    assert reply.registered and reply.customer.name == guest.customer.name
+    assert reply.customer.state == Customer.STATE_ACTIVE
+    resolved = await stub.ResolveIdentity(
+        pb.ResolveIdentityRequest(identifier=phone_key(number)), metadata=admin
+    )
+    assert resolved.customer.name == guest.customer.name and resolved.identifier.verified

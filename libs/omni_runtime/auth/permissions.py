@@ -144,6 +144,13 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
         ("inventory.reservations.*", STORE),
         # "Tell me when it is back": signing up the customer at the till.
         ("inventory.stockSubscriptions.*", ALL),
+        # The store's conversations (started at the till or about its pickups) and its inbox;
+        # the associate's own agent (availability while on shift).
+        ("messaging.conversations.*", STORE),
+        ("messaging.messages.*", STORE),
+        ("messaging.inboxItems.*", STORE),
+        ("messaging.agents.get", STORE),
+        ("messaging.agents.setAvailability", STORE),
     ),
     "marketer": (
         *_CATALOGUE,

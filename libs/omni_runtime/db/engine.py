@@ -88,6 +88,12 @@ class Database:
     ``expire_on_commit=False`` because domain code returns ORM objects after commit to build
     responses; reloading them would cost a round trip per object. With ``service`` set, the
     pool is exported as ``omni_db_pool_*{service}`` metrics.
+
+    No ``pool_pre_ping``: with asyncpg it costs three round trips (BEGIN, a ping, ROLLBACK) on
+    every checkout, more than most of the calls it precedes. A connection the server dropped
+    instead fails its statement once; SQLAlchemy then invalidates the whole pool (every older
+    connection is replaced on its next checkout) and the call answers UNAVAILABLE, which callers
+    retry. ``pool_recycle`` still retires connections before server-side idle timeouts.
     """
 
     def __init__(
@@ -105,13 +111,16 @@ class Database:
             poolclass=MeasuredPool,
             pool_size=pool_size,
             max_overflow=max_overflow,
-            pool_pre_ping=True,
             pool_recycle=1800,
             echo=echo,
         )
         if service:
             _observe_pool(self.engine, service)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool, its connections in autocommit while lent out for ``read``.
+        self._reads = async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -122,6 +131,15 @@ class Database:
                 yield session
             for callback in session.info.pop(_AFTER_COMMIT, ()):
                 callback()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads outside any transaction: no BEGIN and no COMMIT, so a read that
+        is one statement costs one round trip. Each statement sees what was committed when it
+        started; reads that must agree with each other belong in one statement or in
+        ``transaction``. Writing through it is a mistake (each statement would commit alone)."""
+        async with self._reads() as session:
+            yield session
 
     async def ping(self) -> bool:
         try:

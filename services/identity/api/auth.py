@@ -86,6 +86,13 @@ class AuthHandlers(HandlerBase):
         now = datetime.now(UTC)
         channel = current_channel.get()
         customer_id = guest_id or domain.new_id()
+        held = await store.identifier_by_key(session, kind, value, for_update=True)
+        if held is not None and not held.verified and held.customer_id != customer_id:
+            holder = await store.customer(session, held.customer_id)
+            if holder is not None and holder.state == Customer.STATE_GUEST:
+                # An unverified handle a guest got from a message never blocks a registration;
+                # the guest keeps its history (a profile merge can join them later).
+                await self.claim_from(session, held)
         if guest_id is None:
             await session.execute(
                 store.customers.insert().values(
@@ -370,7 +377,12 @@ class AuthHandlers(HandlerBase):
                     "the code is wrong or has expired", reason="INVALID_ONE_TIME_CODE", domain=DOMAIN
                 )
             if ident is not None:
+                holder = await store.customer(session, ident.customer_id)
                 await self.claim_from(session, ident)
+                if guest_id is None and holder is not None and holder.state == Customer.STATE_GUEST:
+                    # A guest made for messages from this address or number (ResolveIdentity's
+                    # create_guest): the code proves it is this person's, so its history follows.
+                    guest_id = holder.id
             customer_id = await self._register(
                 session,
                 kind=challenge.kind,

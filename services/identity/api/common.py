@@ -8,16 +8,13 @@ log-in, a revoked session after refresh-token reuse); it is committed and then r
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omni_runtime.auth.tokens import TokenVerifier
 from omni_runtime.context import current_principal
@@ -73,15 +70,6 @@ async def transact(
         raise Aborted(
             "the change conflicted with a concurrent one; retry", reason="CONFLICT", domain=DOMAIN
         ) from None
-
-
-@contextlib.asynccontextmanager
-async def reading(db: Database) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection in autocommit mode, for reads that are one statement: no BEGIN and
-    COMMIT round trips (ResolveIdentity and GetCustomer are on every POS and call-center path)."""
-    async with db.engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        yield connection
 
 
 def client_info(context: grpc.aio.ServicerContext) -> ClientInfo:

@@ -16,7 +16,7 @@ from omni_runtime.validation import Checker
 from services.identity import events, store
 from services.identity.api import convert
 from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase, check_etag, customer_is_guest
-from services.identity.api.common import DOMAIN, reading, scope, transact
+from services.identity.api.common import DOMAIN, scope, transact
 from services.identity.sessions import Reason
 
 
@@ -27,7 +27,7 @@ class CustomerHandlers(HandlerBase):
         check = Checker()
         check.name("name", request.name, CUSTOMER_PATTERN)
         check.raise_if_invalid()
-        async with reading(self.d.db) as reader:
+        async with self.d.db.read() as reader:
             row = await store.customer_view(reader, request.name.removeprefix("customers/"))
         if row is None:
             raise NotFound(request.name, domain=DOMAIN)

@@ -14,6 +14,7 @@ A verified link takes an identifier away from a customer who holds it unverified
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,7 +36,7 @@ from omni_runtime.errors import (
 )
 from omni_runtime.listing import Field, Kind
 from omni_runtime.validation import Checker
-from services.identity import domain, events, store
+from services.identity import domain, events, metrics, store
 from services.identity.api import convert
 from services.identity.api.base import (
     CUSTOMER_PATTERN,
@@ -46,7 +47,7 @@ from services.identity.api.base import (
     customer_is_guest,
     identifier_key,
 )
-from services.identity.api.common import DOMAIN, identity_listing, reading, scope, transact
+from services.identity.api.common import DOMAIN, identity_listing, scope, transact
 
 LINK_PURPOSE = resources_pb2.ONE_TIME_CODE_PURPOSE_LINK_IDENTIFIER
 ATTESTABLE = frozenset({domain.LOYALTY_CARD, domain.FACEBOOK, domain.INSTAGRAM, domain.WHATSAPP})
@@ -65,6 +66,10 @@ IDENTIFIERS = identity_listing(
 def _trusted_attester(subject: str) -> bool:
     """Staff and channel backends may attest an identifier; customers may not."""
     return subject.startswith(("staffMembers/", "serviceClients/"))
+
+
+class _LostGuestRace(Exception):
+    """Rolls back a guest whose identifier a concurrent ResolveIdentity linked first."""
 
 
 def _guest_login_identifier(name: str) -> FailedPrecondition:
@@ -332,15 +337,33 @@ class IdentifierHandlers(HandlerBase):
         check.raise_if_invalid()
         assert key is not None
         kind, value = key
-        async with reading(self.d.db) as reader:
+        include_unverified = request.include_unverified or request.create_guest
+        response = await self._resolve(kind, value, include_unverified)
+        if response is not None:
+            return response
+        if request.create_guest and await self._create_guest_holding(kind, value):
+            created = await self._resolve(kind, value, True)
+            assert created is not None
+            created.guest_created = True
+            return created
+        # Created by a concurrent call meanwhile, or nobody holds it.
+        response = await self._resolve(kind, value, include_unverified)
+        if response is None:
+            raise NotFound(
+                "customers/-/identifiers/-",
+                "no customer holds this identifier",
+                domain=DOMAIN,
+                reason="IDENTITY_NOT_FOUND",
+            )
+        return response
+
+    async def _resolve(
+        self, kind: int, value: str, include_unverified: bool
+    ) -> pb.ResolveIdentityResponse | None:
+        async with self.d.db.read() as reader:  # one statement (the POS and call-center path)
             found = await store.resolve(reader, kind, value)
-            if found is None or not (found.identifier_verified or request.include_unverified):
-                raise NotFound(
-                    "customers/-/identifiers/-",
-                    "no customer holds this identifier",
-                    domain=DOMAIN,
-                    reason="IDENTITY_NOT_FOUND",
-                )
+            if found is None or not (found.identifier_verified or include_unverified):
+                return None
             identifier = SimpleNamespace(
                 **{
                     name.removeprefix("identifier_"): v
@@ -360,3 +383,42 @@ class IdentifierHandlers(HandlerBase):
             customer=convert.customer(customer, customer.primary_email or "", customer.primary_phone or ""),
             identifier=convert.identifier(identifier),
         )
+
+    async def _create_guest_holding(self, kind: int, value: str) -> bool:
+        """A guest customer holding ``(kind, value)`` unverified (a device id is always verified):
+        the customer of a message from a handle nobody holds. False when a concurrent call created
+        one first (its guest is the answer; this call's guest is rolled back)."""
+        now = datetime.now(UTC)
+        channel = current_channel.get()
+        guest_id = domain.new_id()
+        try:
+            async with self.d.db.transaction() as session:
+                await session.execute(
+                    store.customers.insert().values(
+                        id=guest_id,
+                        state=Customer.STATE_GUEST,
+                        origin_channel=channel.channel,
+                        origin_store=channel.store,
+                        origin_device=channel.device,
+                        create_time=now,
+                        update_time=now,
+                    )
+                )
+                values = self.identifier_values(
+                    guest_id,
+                    kind,
+                    value,
+                    verified=kind == domain.DEVICE_ID,
+                    primary=True,
+                    linked_by=current_principal.get().subject,
+                    channel=channel,
+                    now=now,
+                )
+                if not await store.insert_identifier(session, values):
+                    raise _LostGuestRace
+                row = await store.identifier_by_key(session, kind, value)
+                await self.d.outbox.emit(session, events.identifier_linked(row))
+        except _LostGuestRace:
+            return False
+        metrics.GUESTS_FROM_IDENTIFIERS.inc()
+        return True
