@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.omni-installed
 PROTO_STAMP := gen/.stamp
+CLIENT_WHEEL := dist/.omni-client.stamp
 PROTOS := $(shell find protos tests/protos -name '*.proto' -not -path 'protos/.deps/*' 2>/dev/null)
 
 .PHONY: help venv protos run test lint contracts typecheck pytest bench images clean
@@ -14,7 +15,7 @@ help:
 	@echo "make run    - start the whole platform locally (Ctrl-C stops it)"
 	@echo "make test   - lint, contract lint, type check, unit + integration tests, chart checks"
 	@echo "make bench  - run the benchmarks, results in bench/results/latest.json"
-	@echo "make protos - regenerate Python stubs into gen/ (git-ignored)"
+	@echo "make protos - regenerate Python stubs into gen/ and the omni-client wheel into dist/ (git-ignored)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +32,14 @@ $(STAMP): $(PROTO_STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The omni-client wheel for channel backends: the stubs plus libs/omni_client (dist/, git-ignored).
+$(CLIENT_WHEEL): $(PROTO_STAMP) $(wildcard libs/omni_client/*.py) libs/omni_runtime/devtools/client_wheel.py pyproject.toml
+	PYTHONPATH=libs $(PY) -m omni_runtime.devtools.protos client-wheel
+	@touch $@
+
 venv: $(STAMP)
 
-protos: $(PROTO_STAMP)
+protos: $(PROTO_STAMP) $(CLIENT_WHEEL)
 
 run: $(STAMP)
 	$(BIN)/omni dev up
@@ -47,7 +53,8 @@ contracts: $(STAMP)
 	$(BIN)/omni protos breaking
 
 typecheck: $(STAMP)
-	$(BIN)/mypy libs/omni_runtime services/preferences
+	$(BIN)/mypy libs/omni_runtime libs/omni_client services/preferences
+	$(BIN)/mypy examples/*.py
 
 pytest: $(STAMP)
 	$(BIN)/pytest
@@ -67,4 +74,4 @@ images:
 	    -t omni-$$s:$(IMAGE_TAG) . || exit 1; done
 
 clean:
-	rm -rf gen protos/.deps $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf gen dist protos/.deps $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,7 +4,8 @@ omni serve <service>       run one service until SIGTERM (what container images 
 omni migrate <service>     apply the service's database migrations and exit (the Helm hook Job)
 omni dev up [--only a,b]   the whole platform locally (what `make run` runs)
 omni dev status            health of every local process
-omni protos generate|lint|breaking
+omni call SERVICE METHOD JSON  call a gRPC method (reflection, proto3 JSON); `omni call -h`
+omni protos generate|lint|breaking|client-wheel
 """
 
 from __future__ import annotations
@@ -70,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--only", help="comma-separated services to start (default: all)")
     p_up.add_argument("--home", default=os.environ.get("OMNI_HOME", ".omni"), help="data directory")
     dev_sub.add_parser("status", help="health of every local process")
+    sub.add_parser("call", help="call a gRPC method of a running service (omni call -h)", add_help=False)
     p_protos = sub.add_parser("protos", help="contract tools")
     p_protos.add_argument("args", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["call"]:  # its own parser: flags and JSON are passed through untouched
+        from omni_runtime.devtools import call
+
+        return call.main(argv[1:])
     args = parser.parse_args(argv)
 
     if args.command == "serve":

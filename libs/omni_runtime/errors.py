@@ -15,6 +15,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from omni_client import errors as client_errors
+
 
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
@@ -180,30 +182,6 @@ def internal_status(trace_id: str | None) -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error{suffix}", details=[packed])
 
 
-def status_of(error: grpc.RpcError) -> status_pb2.Status | None:
-    """Decode the rich status a server attached to an error (client side); None if there is none.
-
-    Works for sync and asyncio errors alike: both carry it in ``grpc-status-details-bin``.
-    """
-    trailing = getattr(error, "trailing_metadata", None)
-    for key, value in (trailing() if callable(trailing) else None) or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    return None
-
-
-def unpack_details(status: status_pb2.Status) -> dict[str, object]:
-    """The details of a status keyed by message type name, for tests and clients."""
-    out: dict[str, object] = {}
-    for detail in status.details:
-        for cls in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.PreconditionFailure,
-            error_details_pb2.ResourceInfo,
-        ):
-            if detail.Is(cls.DESCRIPTOR):
-                msg = cls()
-                detail.Unpack(msg)
-                out[cls.DESCRIPTOR.name] = msg
-    return out
+# Client side: decoding the rich status a server attached is the client library's (one copy).
+status_of = client_errors.status_of
+unpack_details = client_errors.unpack_details

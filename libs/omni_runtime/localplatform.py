@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omni_runtime import demo
 from omni_runtime.config import LOCAL_PORTS, SERVICES
 from omni_runtime.localinfra import EmbeddedNats, EmbeddedPostgres
 
@@ -165,34 +166,36 @@ class Platform:
             url = self.postgres.create_database(f"omni_{name}")
             upgrade(name, url)
 
-    def seed(self) -> list[str]:
-        """Demo principals from identity's seeding function, when identity exists, and the demo
-        customer's preferences and consents when the preferences service exists."""
+    def seed_principals(self) -> dict[str, object] | None:
+        """Demo principals from identity's seeding function (before start: other seeds log in)."""
         if "identity" not in self.services or importlib.util.find_spec("services.identity.seed") is None:
-            return []
+            return None
         from omni_runtime.db.engine import Database
 
         identity_seed = importlib.import_module("services.identity.seed")
 
-        async def run() -> list[str]:
+        async def run() -> dict[str, object]:
             db = Database(self.postgres.url("omni_identity"))
             try:
-                result = await identity_seed.seed_demo(db)
+                result: dict[str, object] = await identity_seed.seed_demo(db)
             finally:
                 await db.close()
-            lines = list(result.get("lines", [])) if isinstance(result, dict) else []
-            customer = result.get("customer", {}).get("name", "") if isinstance(result, dict) else ""
-            if customer and "preferences" in self.services:
-                from services.preferences.seed import seed_demo as seed_preferences
-
-                db = Database(self.postgres.url("omni_preferences"))
-                try:
-                    lines += await seed_preferences(db, customer)
-                finally:
-                    await db.close()
-            return lines
+            return result
 
         return asyncio.run(run())
+
+    def seed_data(self, principals: dict[str, object]) -> demo.DemoState:
+        """Each running service's demo data, once, into an empty service (omni_runtime.demo)."""
+        targets = {name: f"127.0.0.1:{LOCAL_PORTS[name][0]}" for name in self.services if name != "gateway"}
+        return asyncio.run(
+            demo.seed_platform(
+                self.services,
+                targets,
+                self.home / "demo.json",
+                principals=demo.principals(principals),
+                admin_password=str(principals["password"]),
+            )
+        )
 
     # -- running ---------------------------------------------------------------------------
 
@@ -305,7 +308,7 @@ def up(home: Path, only: list[str] | None = None) -> int:
         print("[omni] PostgreSQL and NATS are up; applying migrations", flush=True)
         platform.migrate()
         clients = platform.service_clients()
-        seeded = platform.seed()
+        principals = platform.seed_principals()
         if not services:
             print(
                 "[omni] no services exist yet in this checkout; PostgreSQL and NATS are running", flush=True
@@ -313,8 +316,8 @@ def up(home: Path, only: list[str] | None = None) -> int:
         platform.start_services(clients)
         status = platform.wait_serving()
         print("\n[omni] platform is up:\n" + table(services, status), flush=True)
-        if seeded:
-            print("\n[omni] demo principals:\n" + "\n".join(f"  {line}" for line in seeded), flush=True)
+        if principals is not None:
+            print_demo(platform, principals)
         print(f"\n[omni] logs in {home / 'logs'}; press Ctrl-C to stop everything", flush=True)
         while not stop:
             platform.supervise_once()
@@ -326,6 +329,17 @@ def up(home: Path, only: list[str] | None = None) -> int:
             platform.stop()
         print("[omni] stopped; data kept in", home, flush=True)
     return 0
+
+
+def print_demo(platform: Platform, principals: dict[str, object]) -> None:
+    """Load the demo data (first start only) and print what is there and what to try first."""
+    try:
+        state = platform.seed_data(principals)
+    except Exception as exc:  # the platform runs on; the next start resumes the load
+        print(f"\n[omni] demo data could not be loaded: {exc!r} (retried on the next start)", flush=True)
+        return
+    gateway = f"localhost:{LOCAL_PORTS['gateway'][0]}" if "gateway" in platform.services else None
+    print("\n" + demo.report(state, platform.services, gateway=gateway), flush=True)
 
 
 def status_report() -> int:

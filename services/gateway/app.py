@@ -43,6 +43,7 @@ from omni_runtime.interceptors import deadlines
 from omni_runtime.interceptors.auth import bearer_token
 from omni_runtime.interceptors.channel import parse_channel
 from services.gateway import errors, sse
+from services.gateway.docs import Docs
 from services.gateway.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from services.gateway.openapi import build_openapi
 from services.gateway.ratelimit import RateLimiter
@@ -83,6 +84,8 @@ class GatewayConfig:
     max_body_bytes: int = 1024 * 1024
     readiness_cache_seconds: float = 1.5
     readiness_timeout_seconds: float = 1.0
+    # Serve the interactive API page at /docs (OMNI_GATEWAY_DOCS=false turns it off).
+    docs: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayConfig:
@@ -98,7 +101,11 @@ class GatewayConfig:
                 raise ConfigError(f"OMNI_GATEWAY_{name} must be positive")
             return value
 
+        docs = settings.setting("DOCS", "true").strip().lower()
+        if docs not in {"true", "false"}:
+            raise ConfigError(f"OMNI_GATEWAY_DOCS must be true or false, got {docs!r}")
         return cls(
+            docs=docs == "true",
             default_timeout_seconds=min(settings.default_deadline_seconds, settings.max_deadline_seconds),
             max_timeout_seconds=settings.max_deadline_seconds,
             stream_max_seconds=number("STREAM_MAX_SECONDS", cls.stream_max_seconds),
@@ -499,6 +506,7 @@ def create_app(
             StarletteRoute("/healthz", gateway.healthz, methods=["GET"]),
             StarletteRoute("/readyz", gateway.readyz, methods=["GET"]),
             StarletteRoute("/openapi.json", gateway.openapi_json, methods=["GET"]),
+            *(Docs().routes() if gateway.config.docs else []),
             StarletteRoute("/{path:path}", gateway.handle, methods=sorted(_METHODS)),
         ]
     )

@@ -75,6 +75,38 @@ FORMATS = {
 _ID = f"^(?:{ID_PATTERN}|-)$"
 
 
+API_DESCRIPTION = """HTTP/JSON for channel clients, generated from Omni's gRPC contracts (`google.api.http`).
+Every gRPC method a channel uses is here; bodies and answers are the contracts' messages in
+proto3 JSON (lowerCamelCase names, 64-bit integers as strings, enums by name).
+
+## Authentication
+Most routes need `Authorization: Bearer <access token>` (the padlock marks them; public ones
+such as log-in and registration do not). Get a token from IdentityService:
+- a customer: `POST /v1/customers:login` (or `:register`, or `:createGuest` for a guest);
+- staff (agents, store associates, marketers, admins): `POST /v1/staffMembers:login`;
+- a channel backend: `POST /v1/serviceClients:issueToken` with its client id and secret.
+
+Copy the answer's `accessToken` into **Authorize**. Tokens are short-lived; the log-in answer also
+carries a `refreshToken` for `POST /v1/tokens:refresh`.
+
+## Headers on every request
+- `X-Omni-Channel` (**required**): the touchpoint the request comes from, one of `web`,
+  `mobile_app`, `store_pos`, `call_center`, … It is recorded on carts, orders, stock movements and
+  the customer's timeline, so the same customer is followed across channels.
+- `X-Omni-Store`: for in-store channels, the store (`locations/{location}`).
+- `X-Omni-Device`: an opaque device id (an app installation, a till).
+- `X-Request-Id`: correlates the request in every service's log (generated when absent, echoed).
+- `X-Request-Timeout`: the deadline (`2.5s`, `250ms`; default 30 s).
+
+Mutations take a `requestId` (a UUID you choose) so that a retry never applies twice, and
+resources that change concurrently an `etag` (a stale one is answered 409 ABORTED).
+
+## Errors
+Google's JSON error format: `{"error": {"code", "status", "message", "details"}}`, the details
+being the service's `google.rpc` ErrorInfo (reason, domain), BadRequest (field violations) and
+PreconditionFailure. Live updates (`…:watch`) are Server-Sent Events."""
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -347,10 +379,7 @@ def build_openapi(table: RouteTable, contracts: Contracts, *, version: str) -> d
         "info": {
             "title": "Omni API",
             "version": version,
-            "description": (
-                "HTTP/JSON for channel clients, generated from Omni's gRPC contracts (google.api.http). "
-                "Every call needs X-Omni-Channel; most need a bearer access token from IdentityService."
-            ),
+            "description": API_DESCRIPTION,
         },
         "servers": [{"url": "/"}],
         "tags": [{"name": name, "description": text} for name, text in tags.items()],

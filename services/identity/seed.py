@@ -12,7 +12,6 @@ nothing seeds them anywhere else. The customer's registration is announced like 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -168,9 +167,7 @@ async def _web_backend(db: Database, passwords: Passwords) -> None:
         )
 
 
-async def seed_demo(
-    db: Database, *, settings: Settings | None = None, target: str = "127.0.0.1:50051"
-) -> dict[str, Any]:
+async def seed_demo(db: Database, *, settings: Settings | None = None) -> dict[str, Any]:
     """Create the demo principals (see the module docstring); returns them and printable lines.
 
     ``db`` is identity's (migrated) database. ``settings`` only tunes the password hashing.
@@ -180,25 +177,11 @@ async def seed_demo(
     customer = await _customer(db, passwords)
     staff = await _staff(db, passwords)
     await _web_backend(db, passwords)
-    svc = "omni.identity.v1.IdentityService"
-    customer_body = json.dumps(
-        {
-            "identifier": {"kind": "IDENTIFIER_KIND_EMAIL", "value": DEMO_CUSTOMER_EMAIL},
-            "password": DEMO_PASSWORD,
-        }
-    )
-    staff_body = json.dumps({"email": "agent@omni.local", "password": DEMO_PASSWORD})
-    client_body = json.dumps({"client_id": WEB_BACKEND_CLIENT_ID, "client_secret": WEB_BACKEND_SECRET})
+    # How to get a token with each is printed by the local platform (omni_runtime.demo.examples).
     lines = [
         f"customer          {DEMO_CUSTOMER_EMAIL} / {DEMO_PASSWORD}  ({customer})",
         *(f"{roles[0]:<17} {email} / {DEMO_PASSWORD}  ({staff[email]})" for email, _, roles, _ in STAFF),
         f"channel backend   client_id {WEB_BACKEND_CLIENT_ID} / secret {WEB_BACKEND_SECRET}",
-        "get a token (send its access_token as 'authorization: Bearer <token>'):",
-        f"  customer: grpcurl -plaintext -d '{customer_body}' {target} {svc}/Login",
-        f"  staff:    grpcurl -plaintext -d '{staff_body}' {target} {svc}/StaffLogin",
-        f"  backend:  grpcurl -plaintext -d '{client_body}' {target} {svc}/IssueServiceToken",
-        "  over HTTP: curl -s localhost:8080/v1/customers:login -H 'X-Omni-Channel: web' "
-        f"-d '{customer_body}'",
     ]
     return {
         "password": DEMO_PASSWORD,

@@ -105,6 +105,27 @@ def test_dockerignore_is_an_allow_list() -> None:
     assert "protos/.deps/" in lines and "**/__pycache__/" in lines
 
 
+def test_demo_data_never_reaches_an_image() -> None:
+    """Seed modules (demo passwords, demo catalogue) are excluded from every build context, and
+    nothing an image runs imports them: only the local platform (``omni dev up``) does."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "services/*/seed.py" in lines
+    seeds = sorted(REPO.glob("services/*/seed.py"))
+    assert seeds  # identity, inventory and cart have demo data
+    served = [
+        *REPO.glob("services/*/*.py"),
+        *REPO.glob("services/*/*/*.py"),
+        *REPO.glob("libs/omni_runtime/*.py"),
+    ]
+    importers = [
+        p.relative_to(REPO).as_posix()
+        for p in served
+        if p.name != "seed.py"
+        and re.search(r"^\s*(from|import) services\.\w+\.seed\b|seed\s+import", p.read_text(), re.M)
+    ]
+    assert importers == [], importers
+
+
 def test_skaffold_builds_every_image_and_deploys_the_chart_with_helm() -> None:
     config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
     assert re.fullmatch(r"skaffold/v4beta\d+", config["apiVersion"])

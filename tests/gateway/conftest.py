@@ -36,6 +36,7 @@ class SlowTicksProbe(ProbeServicer):
     """The probe, with a pause between ticks and a record of how each stream ended."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.stream_endings: list[str] = []
 
     async def Ticks(self, request: probe_pb2.TicksRequest, context: grpc.aio.ServicerContext) -> Any:

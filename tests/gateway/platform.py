@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 
 from omni_runtime.clients import PeerChannels
 from omni_runtime.db.engine import Database
+from omni_runtime.demo import DemoState, principals, seed_platform
 from omni_runtime.localinfra import free_port
 from omni_runtime.testing.plugin import Infra
 from omni_runtime.testing.services import RunningService, running_service, test_settings
@@ -130,3 +131,19 @@ async def live(app: Starlette) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def seed_demo_data(platform: Platform, state_path: Path) -> DemoState:
+    """The local platform's demo data, loaded into this platform the way ``make run`` loads it."""
+    from services.identity.seed import seed_demo
+
+    identity = platform.services["identity"].host.runtime
+    assert identity is not None
+    seeded = await seed_demo(platform.database("identity"), settings=identity.settings)
+    return await seed_platform(
+        list(platform.services),
+        platform.targets,
+        state_path,
+        principals=principals(seeded),
+        admin_password=seeded["password"],
+    )

@@ -88,3 +88,19 @@ async def test_served_at_openapi_json(client: httpx.AsyncClient) -> None:
     document = response.json()
     jsonschema.validate(document, OPENAPI_31)
     assert "/v1/probe:ping" in document["paths"]
+
+
+def test_the_description_explains_auth_and_headers_with_real_routes(document: dict) -> None:
+    text = document["info"]["description"]
+    for header in (
+        "Authorization: Bearer",
+        "X-Omni-Channel",
+        "X-Omni-Store",
+        "X-Omni-Device",
+        "X-Request-Id",
+    ):
+        assert header in text
+    mentioned = re.findall(r"`POST (/v1/[^`]+)`", text)
+    assert len(mentioned) >= 4
+    for path in mentioned:  # the routes the text sends people to exist
+        assert "post" in document["paths"][path], path

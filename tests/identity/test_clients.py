@@ -267,7 +267,9 @@ async def test_seed_demo_is_idempotent_and_its_principals_work(bootstrapped: Run
     finally:
         await seeding_db.close()
     assert first == second
-    assert any("grpcurl" in line for line in first["lines"])
+    assert any(
+        seed.DEMO_CUSTOMER_EMAIL in line and first["customer"]["name"] in line for line in first["lines"]
+    )
     stub = Stub(bootstrapped.channel)
     customer = await stub.Login(
         pb.LoginRequest(identifier=email_key(seed.DEMO_CUSTOMER_EMAIL), password=seed.DEMO_PASSWORD)

@@ -12,7 +12,7 @@ import pytest
 from omni.preferences.v1 import events_pb2 as ev
 from omni_runtime.testing.calls import eventually, tap
 from omni_runtime.testing.plugin import Infra
-from tests.gateway.platform import Platform, running_platform
+from tests.gateway.platform import Platform, running_platform, seed_demo_data
 
 WEB = {"X-Omni-Channel": "web"}
 
@@ -23,14 +23,20 @@ async def platform(omni_infra: Infra) -> AsyncIterator[Platform]:
         yield running
 
 
-async def test_demo_customer_and_double_opt_in_over_http(platform: Platform, omni_infra: Infra) -> None:
-    from services.identity.seed import DEMO_CUSTOMER_EMAIL, DEMO_PASSWORD, seed_demo
-    from services.preferences.seed import seed_demo as seed_preferences
+async def test_demo_customer_and_double_opt_in_over_http(
+    platform: Platform, omni_infra: Infra, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from services.identity.seed import DEMO_CUSTOMER_EMAIL, DEMO_PASSWORD
 
-    demo = await seed_demo(platform.database("identity"))
-    customer = demo["customer"]["name"]
-    assert (await seed_preferences(platform.database("preferences"), customer))[0].startswith("preferences")
-    assert "already seeded" in (await seed_preferences(platform.database("preferences"), customer))[0]
+    state = await seed_demo_data(platform, tmp_path_factory.mktemp("omni-home") / "demo.json")
+    facts = state.facts()["preferences"]
+    customer = facts["customer"]
+    assert facts["consents"] == {
+        "CHANNEL_EMAIL:offers": "CONSENT_STATE_GRANTED",
+        "CHANNEL_EMAIL:orders": "CONSENT_STATE_GRANTED",
+        "CHANNEL_PUSH:*": "CONSENT_STATE_GRANTED",
+        "CHANNEL_SMS:offers": "CONSENT_STATE_DENIED",
+    }
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=platform.app), base_url="http://gw"
     ) as http:
@@ -55,7 +61,7 @@ async def test_demo_customer_and_double_opt_in_over_http(platform: Platform, omn
             assert got.status_code == 200, got.text
             return bool(got.json()["allowed"]) and got.json()["channel"] == "CHANNEL_EMAIL"
 
-        # Identity's seed announced the verified e-mail; the projection makes e-mail reachable.
+        # The demo customer's seeded preferences put e-mail first, and it is granted and verified.
         await eventually(email_reachable, 15)
 
         async with tap(omni_infra.nats_url, "preferences") as events:

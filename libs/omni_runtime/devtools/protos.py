@@ -161,12 +161,19 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("lint", help="buf lint the contracts")
     brk = sub.add_parser("breaking", help="buf breaking against an earlier commit")
     brk.add_argument("--against", help="git revision (default HEAD~1 or $OMNI_BREAKING_AGAINST)")
+    wheel = sub.add_parser("client-wheel", help="build the omni-client wheel from gen/ into dist/")
+    wheel.add_argument("--dist", type=Path, help="output folder (default dist/)")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             generate()
         elif args.command == "lint":
             lint()
+        elif args.command == "client-wheel":
+            from omni_runtime.devtools import client_wheel
+
+            built = client_wheel.build(args.dist or client_wheel.DIST)
+            print(f"built {built.relative_to(ROOT) if built.is_relative_to(ROOT) else built}")
         else:
             breaking(args.against)
     except subprocess.CalledProcessError as exc:

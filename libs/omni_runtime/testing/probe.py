@@ -13,7 +13,7 @@ import grpc
 
 from omni.probe.v1 import probe_pb2, probe_pb2_grpc
 from omni_runtime import errors
-from omni_runtime.context import channel_name, current_channel, current_principal
+from omni_runtime.context import channel_name, current_channel, current_principal, current_request_id
 from omni_runtime.interceptors.deadlines import remaining
 from omni_runtime.server import Runtime, ServiceDefinition
 from omni_runtime.validation import Checker
@@ -22,6 +22,9 @@ ECHO_PATTERN = "customers/{customer}/echoes/{echo}"
 
 
 class ProbeServicer(probe_pb2_grpc.ProbeServiceServicer):
+    def __init__(self) -> None:
+        self.flaky_calls: dict[str, int] = {}
+
     async def Ping(
         self, request: probe_pb2.PingRequest, context: grpc.aio.ServicerContext
     ) -> probe_pb2.PingResponse:
@@ -73,6 +76,16 @@ class ProbeServicer(probe_pb2_grpc.ProbeServiceServicer):
             if request.fail_after and i == request.fail_after:
                 raise errors.FailedPrecondition("ticks stopped on purpose")
             yield probe_pb2.Tick(index=i)
+
+    async def Flaky(
+        self, request: probe_pb2.FlakyRequest, context: grpc.aio.ServicerContext
+    ) -> probe_pb2.FlakyResponse:
+        calls = self.flaky_calls[request.request_id] = self.flaky_calls.get(request.request_id, 0) + 1
+        if not request.request_id or calls <= request.fail_times:
+            raise errors.Unavailable(f"flaky on purpose (call {calls})")
+        return probe_pb2.FlakyResponse(
+            request_id=request.request_id, calls=calls, metadata_request_id=current_request_id.get()
+        )
 
     async def Undeclared(
         self, request: probe_pb2.PingRequest, context: grpc.aio.ServicerContext
