@@ -93,29 +93,17 @@ async def _seed(url: str) -> float:
 
 
 async def _plan(url: str) -> list[str]:
-    """The plan of an audience page after the middle customer (which nodes serve it)."""
+    """The plan of the service's own audience statement for a page after the middle customer."""
+    from sqlalchemy.dialects import postgresql
+
+    from services.preferences.audiences import page_statement
+
+    statement, _, _ = page_statement(svc.ListOptedInCustomersRequest(topic="offers"), 500, "bench-050000")
+    sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
     db = Database(url, pool_size=1, max_overflow=0)
     try:
         async with db.transaction() as session:
-            rows = await session.execute(
-                text(
-                    """
-                    EXPLAIN (COSTS OFF)
-                    SELECT customer_id, array_agg(channel) FROM (
-                      (SELECT customer_id, channel FROM consents
-                        WHERE topic = 'offers' AND state = 1 AND customer_id > 'bench-050000'
-                        ORDER BY customer_id)
-                      UNION ALL
-                      (SELECT customer_id, channel FROM consents c
-                        WHERE topic = '*' AND state = 1 AND customer_id > 'bench-050000'
-                          AND NOT EXISTS (SELECT 1 FROM consents x WHERE x.customer_id = c.customer_id
-                                          AND x.channel = c.channel AND x.topic = 'offers')
-                        ORDER BY customer_id)
-                    ) u GROUP BY customer_id ORDER BY customer_id LIMIT 501
-                    """
-                )
-            )
-            return [r[0] for r in rows]
+            return [r[0] for r in await session.execute(text(f"EXPLAIN (COSTS OFF) {sql}"))]
     finally:
         await db.close()
 

@@ -3,9 +3,11 @@
 A customer opts in on a channel through the exact topic or the channel's "*" consent, unless the
 exact topic says otherwise (an exact topic wins over "*"). The query reads two ranges of the
 partial index ``consents_granted (topic, customer_id, channel) WHERE state = GRANTED`` — the
-topic's and "*"'s — each already in customer order; PostgreSQL merges them (Merge Append),
-groups per customer as they stream past and stops after one page. Paging is by customer id
-(keyset), so the hundredth page costs what the first does, however large the audience.
+topic's and "*"'s — each in customer order and each bounded to about one page of entries (an
+exact-topic refusal that overrides "*" is an index probe per row), then groups per customer
+here. Paging is by customer id (keyset), so the last page costs what the first does, however
+large the audience. A page may hold fewer than ``page_size`` customers when customers opted in
+on several channels (AIP-158 allows it); a next_page_token then still follows.
 Customers merged away or erased are left out. Consent only: quiet hours, caps and contact points
 are per contact, for DecideContact.
 """
@@ -15,10 +17,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, union_all
+from sqlalchemy import and_, exists, literal, select, union_all
 from sqlalchemy.orm import aliased
 
 from omni.preferences.v1 import preferences_service_pb2 as svc
+from omni.type.v1 import channel_pb2 as ch
 from omni_runtime.listing import decode_page_token, encode_page_token, query_fingerprint
 from services.preferences import convert, store
 from services.preferences.domain import DOMAIN
@@ -65,28 +68,46 @@ def page_position(request: svc.ListOptedInCustomersRequest) -> str | None:
     return None if keys is None else str(keys[0])
 
 
-async def list_opted_in(
-    unit: Unit, request: svc.ListOptedInCustomersRequest, page_size: int, after: str | None
-) -> svc.ListOptedInCustomersResponse:
+def page_statement(
+    request: svc.ListOptedInCustomersRequest, page_size: int, after: str | None
+) -> tuple[Any, int, list[str]]:
+    """The statement of one page, the row limit of each branch, and the branches' topics."""
     granted_after = (
         request.granted_after.ToDatetime(tzinfo=UTC) if request.HasField("granted_after") else None
     )
-    branches = [_branch(request.topic, request.topic, request.channel, granted_after, after)]
-    if request.topic != "*":
-        branches.append(_branch("*", request.topic, request.channel, granted_after, after))
-    merged = union_all(*(b.order_by(c.c.customer_id) for b in branches)).subquery()
-    statement = (
-        select(merged.c.customer_id, func.array_agg(merged.c.channel).label("channels"))
-        .group_by(merged.c.customer_id)
-        .order_by(merged.c.customer_id)
-        .limit(page_size + 1)
-    )
+    topics = [request.topic] if request.topic == "*" else [request.topic, "*"]
+    # Each branch reads at most `limit` index entries in customer order. A customer has at most
+    # one row per channel in a branch, so a branch that comes back full has read every row of
+    # the customers before its last one: those are complete, the last one may not be.
+    limit = max(page_size + 1, len(ch.Channel.values()) + 1)
+    branches = [
+        _branch(value, request.topic, request.channel, granted_after, after)
+        .add_columns(literal(i).label("branch"))
+        .order_by(c.c.customer_id, c.c.channel)
+        .limit(limit)
+        for i, value in enumerate(topics)
+    ]
+    merged = union_all(*branches).subquery()
+    return select(merged).order_by(merged.c.customer_id), limit, topics
+
+
+async def list_opted_in(
+    unit: Unit, request: svc.ListOptedInCustomersRequest, page_size: int, after: str | None
+) -> svc.ListOptedInCustomersResponse:
+    statement, limit, topics = page_statement(request, page_size, after)
     p = store.preferences
-    async with unit.db.transaction() as session:
+    # Two statements without a transaction: the channel order of a page may be one change newer.
+    async with unit.db.read() as session:
         rows = (await session.execute(statement)).all()
-        more = len(rows) > page_size
-        rows = rows[:page_size]
-        ids = [r.customer_id for r in rows]
+        per_branch = [[r for r in rows if r.branch == i] for i in range(len(topics))]
+        full = [b[-1].customer_id for b in per_branch if len(b) == limit]
+        cut = min(full) if full else None
+        channels: dict[str, set[int]] = {}
+        for r in rows:
+            if cut is None or r.customer_id < cut:
+                channels.setdefault(r.customer_id, set()).add(r.channel)
+        ids = sorted(channels)[:page_size]
+        more = cut is not None or len(channels) > page_size
         preferred = (
             {
                 r.customer_id: list(r.preferred_channels)
@@ -99,15 +120,15 @@ async def list_opted_in(
         )
     order = unit.config.channel_order
     out = svc.ListOptedInCustomersResponse()
-    for r in rows:
-        ranking = [*preferred.get(r.customer_id, []), *order]
+    for customer_id in ids:
+        ranking = [*preferred.get(customer_id, []), *order]
 
-        def rank(ch: int, ranking: list[int] = ranking) -> tuple[int, int]:
-            return (ranking.index(ch), ch) if ch in ranking else (len(ranking), ch)
+        def rank(channel: int, ranking: list[int] = ranking) -> tuple[int, int]:
+            return (ranking.index(channel), channel) if channel in ranking else (len(ranking), channel)
 
         out.customers.add(
-            customer=convert.customer_name(r.customer_id), channels=sorted(set(r.channels), key=rank)
+            customer=convert.customer_name(customer_id), channels=sorted(channels[customer_id], key=rank)
         )
-    if more and rows:
-        out.next_page_token = encode_page_token([rows[-1].customer_id], fingerprint(request))
+    if more and ids:
+        out.next_page_token = encode_page_token([ids[-1]], fingerprint(request))
     return out

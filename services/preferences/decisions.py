@@ -135,7 +135,7 @@ async def decide_contact(
         )
 
     if not request.reserve:
-        async with unit.db.transaction() as session:
+        async with unit.db.read() as session:  # one statement: no transaction needed
             s = await situation(session, unit, customer_id, request.topic, purpose, at)
         decision = run(s)
         _count_decision(purpose, decision.verdict)

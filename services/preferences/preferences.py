@@ -58,7 +58,7 @@ def _column_values(prefs: res.Preferences, fields: Sequence[str]) -> dict[str, A
 
 
 async def get_preferences(unit: Unit, customer_id: str) -> res.Preferences:
-    async with unit.db.transaction() as session:
+    async with unit.db.read() as session:
         return convert.preferences(customer_id, await row_of(session, customer_id))
 
 

@@ -23,9 +23,9 @@ async def every_page(api: Caller, request: svc.ListOptedInCustomersRequest) -> l
     while True:
         page = await api.ListOptedInCustomers(request)
         out.extend(page.customers)
+        assert len(page.customers) <= request.page_size
         if not page.next_page_token:
             return out
-        assert len(page.customers) == request.page_size
         request.page_token = page.next_page_token
 
 
