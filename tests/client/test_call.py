@@ -169,3 +169,27 @@ async def test_verbose_shows_metadata_with_the_token_hidden(omni_call, make_toke
     assert "> authorization: Bearer …" in shown.err and token not in shown.err
     assert "> x-omni-device: till-7" in shown.err
     assert "> x-request-id: req-1" in shown.err
+
+
+async def test_a_stale_token_in_the_environment_does_not_block_a_log_in(
+    omni_call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `export OMNI_TOKEN=$(omni call identity Login …)` again after the old token expired: the
+    # public method gets no token from the environment; others still do; --token is always sent.
+    monkeypatch.setenv("OMNI_TOKEN", "an-expired-token")
+    public = await omni_call("ProbeService", "Ping", "--field", "subject")
+    assert (public.code, public.out) == (0, "\n"), public.err
+    protected = await omni_call("ProbeService", "Echo", '{"name": "customers/c1/echoes/e", "text": "x"}')
+    assert protected.code == 64 + 16
+    explicit = await omni_call("ProbeService", "Ping", "--token", "an-expired-token")
+    assert explicit.code == 64 + 16
+
+
+async def test_describe_shows_who_may_call_and_what_is_required(omni_call) -> None:
+    service = await omni_call("describe", "ProbeService")
+    assert (
+        "rpc Ping(omni.probe.v1.PingRequest) returns (omni.probe.v1.PingResponse);  // public" in service.out
+    )
+    assert "  // needs profile.profiles.get" in service.out
+    echo = await omni_call("describe", "omni.probe.v1.EchoRequest")
+    assert "string text = 2;  // REQUIRED" in echo.out

@@ -343,3 +343,17 @@ async def test_concurrent_read_modify_writes_with_retry_on_aborted_lose_nothing(
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def test_omni_call_describes_a_real_contract_for_copy_and_edit(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omni_runtime.devtools import call
+
+    monkeypatch.setenv("OMNI_CART_TARGET", platform.targets["cart"])
+    assert await asyncio.to_thread(call.main, ["describe", "cart", "AddCartLine"]) == 0
+    out = capsys.readouterr().out
+    assert "rpc AddCartLine(omni.cart.v1.AddCartLineRequest) returns (omni.cart.v1.Cart);  // needs" in out
+    template = json.loads(out.split("request template:\n", 1)[1])
+    assert set(template["line"]) == {"item", "quantity", "fulfillment"}  # output-only fields left out
+    assert template["line"]["fulfillment"]["method"] == "FULFILLMENT_METHOD_SHIP"

@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor, descriptor_pool, json_format, message, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from omni.type.v1 import auth_pb2
 from omni_client import errors as rpc_errors
 from omni_client.metadata import (
     AUTHORIZATION_KEY,
@@ -263,7 +265,15 @@ class CallOptions:
     json_errors: bool
 
 
-def call_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+def auth_rule(method: descriptor.MethodDescriptor) -> auth_pb2.MethodAuth | None:
+    """The method's ``omni.type.v1.auth`` option (public, or the permission it needs), if any."""
+    options = method.GetOptions()
+    return options.Extensions[auth_pb2.auth] if options.HasExtension(auth_pb2.auth) else None
+
+
+def call_metadata(args: argparse.Namespace, method: descriptor.MethodDescriptor) -> list[tuple[str, str]]:
+    """The call's metadata. A token from ``$OMNI_TOKEN`` is not sent to public methods (log-in):
+    an expired one would make the log-in that replaces it fail; ``--token`` is always sent."""
     md = [parse_header(h) for h in args.header]
     keys = {k for k, _ in md}
     channel = (args.channel or "").strip().lower()
@@ -275,7 +285,10 @@ def call_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
         md.append((STORE_KEY, args.store))
     if args.device:
         md.append((DEVICE_KEY, args.device))
-    token = (args.token or "").strip()
+    token = (args.token if args.token is not None else os.environ.get("OMNI_TOKEN", "")).strip()
+    rule = auth_rule(method)
+    if args.token is None and rule is not None and rule.public:
+        token = ""
     if token and AUTHORIZATION_KEY not in keys:
         md.append((AUTHORIZATION_KEY, token if token.lower().startswith("bearer ") else f"Bearer {token}"))
     if REQUEST_ID_KEY not in keys:
@@ -429,7 +442,20 @@ def list_services(target: str | None) -> int:
 def signature(method: descriptor.MethodDescriptor) -> str:
     arg = ("stream " if method.client_streaming else "") + method.input_type.full_name
     out = ("stream " if method.server_streaming else "") + method.output_type.full_name
-    return f"rpc {method.name}({arg}) returns ({out});"
+    rule = auth_rule(method)
+    auth = "" if rule is None else "  // public" if rule.public else f"  // needs {rule.permission}"
+    return f"rpc {method.name}({arg}) returns ({out});{auth}"
+
+
+def behaviours(fld: descriptor.FieldDescriptor) -> list[str]:
+    """``google.api.field_behavior`` of a field: REQUIRED, OUTPUT_ONLY, IMMUTABLE…"""
+    marks = fld.GetOptions().Extensions[field_behavior_pb2.field_behavior]  # repeated: empty if unset
+    return [field_behavior_pb2.FieldBehavior.Name(b) for b in marks]
+
+
+def _field_line(fld: descriptor.FieldDescriptor) -> str:
+    marks = behaviours(fld)
+    return f"{field_type(fld)} {fld.name} = {fld.number};" + (f"  // {', '.join(marks)}" if marks else "")
 
 
 def field_type(fld: descriptor.FieldDescriptor) -> str:
@@ -457,20 +483,23 @@ def describe_message(desc: descriptor.Descriptor) -> str:
         if real is not None and not real.name.startswith("_"):
             oneofs.setdefault(real.name, []).append(fld)
             continue
-        lines.append(f"  {field_type(fld)} {fld.name} = {fld.number};")
+        lines.append(f"  {_field_line(fld)}")
     for name, members in oneofs.items():
         lines.append(f"  oneof {name} {{")
-        lines.extend(f"    {field_type(f)} {f.name} = {f.number};" for f in members)
+        lines.extend(f"    {_field_line(f)}" for f in members)
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines)
 
 
 def template(desc: descriptor.Descriptor, depth: int = 0, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A JSON request skeleton with every field (one member of each oneof), for copy and edit."""
+    """A JSON request skeleton, for copy and edit: every field a caller may set (output-only ones
+    left out), one member of each oneof."""
     out: dict[str, Any] = {}
     oneofs_done: set[str] = set()
     for fld in desc.fields:
+        if "OUTPUT_ONLY" in behaviours(fld):
+            continue
         oneof = fld.containing_oneof
         if oneof is not None and not oneof.name.startswith("_"):
             if oneof.name in oneofs_done:
@@ -576,7 +605,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("words", nargs="+", metavar="list|describe|SERVICE", help="what to do (see below)")
     p.add_argument("--target", help="host:port of the server (default: the local platform's port of SERVICE)")
-    p.add_argument("--token", default=os.environ.get("OMNI_TOKEN", ""), help="access token ($OMNI_TOKEN)")
+    p.add_argument("--token", help="access token (default $OMNI_TOKEN, not sent to public methods)")
     p.add_argument(
         "--channel",
         default=os.environ.get("OMNI_CHANNEL", ""),
@@ -632,17 +661,17 @@ def run(argv: Sequence[str]) -> int:
         service_word, method_word, rest = verb, words[1], words[2:]
     if len(rest) > 1:
         raise Refusal("pass the request as one argument (quote the JSON), @file or -")
-    options = CallOptions(
-        metadata=call_metadata(args),
-        timeout=args.timeout,
-        compact=args.compact,
-        field=args.field,
-        verbose=args.verbose,
-        json_errors=args.json_errors,
-    )
     server = open_server(service_word, args.target)
     try:
         method = method_of(server.service(service_word), method_word)
+        options = CallOptions(
+            metadata=call_metadata(args, method),
+            timeout=args.timeout,
+            compact=args.compact,
+            field=args.field,
+            verbose=args.verbose,
+            json_errors=args.json_errors,
+        )
         return invoke(server, method, read_request_text(rest[0] if rest else None), options)
     finally:
         server.close()
