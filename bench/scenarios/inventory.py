@@ -7,9 +7,16 @@
   it runs out within the run: the guard is exercised under contention, not just the happy
   path. ``oversold_units`` counts units committed beyond the stock (must be 0), and the level is
   checked afterwards: ``on_hand`` = stock − commits, nothing left reserved.
+- The physical reference, beside each hot-SKU level: ``bare_update_per_s`` is the rate of the
+  bare guarded single-row ``UPDATE … SET reserved = reserved + 1 WHERE … available >= 1`` (what one
+  reservation needs of the hot row, each its own transaction) from as many connections, on the
+  same embedded PostgreSQL and table (a row of its own), measured just before and just after the
+  level. ``bare_update_ratio`` = reservations/s ÷ that: above 1 means grouping beats one update
+  per buyer, although each of our reservations is also committed (a second change of the row),
+  written with its movement and events, and answered over gRPC.
 
-The hot-SKU driver runs in its own process (``python -m bench.scenarios.inventory``, a JSON job
-on stdin), so the load generator never shares the server's event loop or GIL.
+The hot-SKU driver and the bare updater run in their own process (``python -m
+bench.scenarios.inventory``, a JSON job on stdin), so they never share the server's event loop.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from typing import Any
 
 import grpc
 
-from bench.env import ROOT, BenchEnv
+from bench.env import BenchEnv, grpc_arm, ratio, run_child
+from bench.report import target
 from omni.inventory.v1 import inventory_service_pb2 as svc
 from omni.inventory.v1 import inventory_service_pb2_grpc
 from omni.inventory.v1 import resources_pb2 as res
@@ -38,8 +46,11 @@ CENTRE = (46.7700, 23.5900)
 SERVICE = "/omni.inventory.v1.InventoryService"
 # Units on the hot SKU per concurrency level: about 2 s of work on a small (2-core) machine, so
 # the stock runs out during the run and the last units are fought over.
-HOT_STOCK = {1: 80, 8: 120, 64: 120}
-HOT_DEADLINE_S = 5.0
+HOT_STOCK = {1: 60, 8: 300, 64: 600}
+HOT_DEADLINE_S = 6.0
+BARE_SECONDS = 1.5
+BARE_SKU = "BARE-UPDATE"
+BARE_LOCATION = "bench-bare-update"
 
 
 def _percentile(ordered: list[float], pct: float) -> float:
@@ -103,6 +114,7 @@ async def _hot_level(
     md: tuple[tuple[str, str], ...],
     target: str,
     concurrency: int,
+    database_url: str,
 ) -> dict[str, Any]:
     sku = f"HOT-{concurrency}"
     store = f"locations/bench-hot-{concurrency}"
@@ -125,6 +137,7 @@ async def _hot_level(
         metadata=md,
     )
     job = {
+        "kind": "drive",
         "target": target,
         "metadata": list(md),
         "item": f"items/{sku}",
@@ -132,21 +145,13 @@ async def _hot_level(
         "concurrency": concurrency,
         "deadline": HOT_DEADLINE_S,
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.scenarios.inventory",
-        cwd=str(ROOT),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate(json.dumps(job).encode())
-    if proc.returncode != 0:
-        raise RuntimeError(f"hot-SKU driver failed: {err.decode()[-2000:]}")
-    result: dict[str, Any] = json.loads(out)
+    bare_job = {"kind": "bare", "url": database_url, "concurrency": concurrency, "seconds": BARE_SECONDS}
+    bare_before = await run_child("bench.scenarios.inventory", bare_job)
+    result: dict[str, Any] = await run_child("bench.scenarios.inventory", job)
+    bare_after = await run_child("bench.scenarios.inventory", bare_job)
     level = await stub.GetStockLevel(svc.GetStockLevelRequest(name=level_name), metadata=md)
     commits = result["committed"]
+    bare = round((bare_before["updates_per_s"] + bare_after["updates_per_s"]) / 2, 1)
     result.update(
         {
             "concurrency": concurrency,
@@ -157,6 +162,9 @@ async def _hot_level(
             "ledger_consistent": level.on_hand == stock - commits
             and level.reserved == 0
             and level.on_hand >= 0,
+            "bare_update_per_s": bare,
+            "bare_update_runs": [bare_before, bare_after],
+            "bare_update_ratio": round(result["reserve_commit_per_s"] / bare, 3) if bare else None,
         }
     )
     return result
@@ -185,28 +193,108 @@ async def run(env: BenchEnv) -> dict[str, Any]:
             pickup_only=True,
         )
         sample = await stub.CheckAvailability(request, metadata=md)
+        ping = env.ping_arm(await env.ping_target(), md)
+        near = grpc_arm("availability", svc_.target, f"{SERVICE}/CheckAvailability", [request], md)
+        levels = []
+        for c in (1, 16):
+            got = await env.compare([ping, near], concurrency=c, duration=2.0, rounds=2)
+            levels.append(
+                {
+                    "concurrency": c,
+                    **got["availability"],
+                    "baseline_ping": got["ping"],
+                    "throughput_ratio": ratio(got["availability"], got["ping"]),
+                }
+            )
         out["availability_near"] = {
             "method": f"{SERVICE}/CheckAvailability",
             "items": ITEMS,
             "stores_in_city": STORES,
             "stores_answered": len(sample.locations),
-            "levels": [
-                await env.load(
-                    svc_.target,
-                    f"{SERVICE}/CheckAvailability",
-                    [request],
-                    concurrency=c,
-                    duration=1.5,
-                    metadata=md,
-                )
-                for c in (1, 16)
-            ],
+            "levels": levels,
         }
-        out["hot_sku_reserve_commit"] = [
-            await _hot_level(env, stub, md, svc_.target, c) for c in CONCURRENCIES
-        ]
-        out["oversold_units_total"] = sum(r["oversold_units"] for r in out["hot_sku_reserve_commit"])
+        await _bare_row(stub, md)
+        hot = [await _hot_level(env, stub, md, svc_.target, c, settings.database_url) for c in CONCURRENCIES]
+        out["hot_sku_reserve_commit"] = hot
+        out["oversold_units_total"] = sum(r["oversold_units"] for r in hot)
+    by_level = {r["concurrency"]: r for r in hot}
+    top, mid, one = by_level[CONCURRENCIES[-1]], by_level[CONCURRENCIES[1]], by_level[CONCURRENCIES[0]]
+    out["targets"] = [
+        target("availability near a point vs Ping, rps", "c=16", levels[-1]["throughput_ratio"], 0.3),
+        target("hot SKU reservations/s ÷ bare UPDATE/s", "c=64", top["bare_update_ratio"], 1.0),
+        target(
+            "hot SKU pairs/s at 64 ÷ at 8",
+            "c=64",
+            round(top["reserve_commit_per_s"] / mid["reserve_commit_per_s"], 3)
+            if mid["reserve_commit_per_s"]
+            else None,
+            1.0,
+        ),
+        target(
+            "hot SKU p99 at 64 ÷ p50 at 1",
+            "c=64",
+            round(top["pair_p99_ms"] / one["pair_p50_ms"], 2) if one["pair_p50_ms"] else None,
+            10.0,
+            at_most=True,
+        ),
+        target("hot SKU oversold units", "all", out["oversold_units_total"], 0, at_most=True),
+    ]
     return out
+
+
+async def _bare_row(
+    stub: inventory_service_pb2_grpc.InventoryServiceStub, md: tuple[tuple[str, str], ...]
+) -> None:
+    """The bare updater's own level, stocked so it never runs out."""
+    await stub.CreateItem(
+        svc.CreateItemRequest(item_id=BARE_SKU, item=res.Item(title=BARE_SKU, active=True)), metadata=md
+    )
+    await stub.CreateLocation(
+        svc.CreateLocationRequest(
+            location_id=BARE_LOCATION,
+            location=res.Location(type=res.LOCATION_TYPE_WAREHOUSE, display_name="Bare", ship_from=True),
+        ),
+        metadata=md,
+    )
+    await stub.AdjustStock(
+        svc.AdjustStockRequest(
+            name=f"locations/{BARE_LOCATION}/stockLevels/{BARE_SKU}",
+            delta=1_000_000_000,
+            reason=res.ADJUSTMENT_REASON_RECEIPT,
+            request_id=str(uuid.uuid4()),
+        ),
+        metadata=md,
+    )
+
+
+async def _bare(job: dict[str, Any]) -> dict[str, Any]:
+    """The guarded single-row UPDATE a reservation needs, autocommit, from N connections."""
+    import asyncpg
+
+    url = job["url"].replace("postgresql+asyncpg://", "postgresql://")
+    concurrency = int(job["concurrency"])
+    connections = [await asyncpg.connect(url) for _ in range(concurrency)]
+    statement = (
+        "UPDATE stock_levels SET reserved = reserved + 1, version = version + 1, update_time = now()"
+        " WHERE location_id = $1 AND item_sku = $2 AND on_hand - reserved - safety_stock >= 1"
+        " RETURNING on_hand, reserved"
+    )
+    done = 0
+
+    async def worker(conn: Any, until: float) -> None:
+        nonlocal done
+        while time.perf_counter() < until:
+            await conn.fetchrow(statement, BARE_LOCATION, BARE_SKU)
+            done += 1
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c, started + float(job["seconds"])) for c in connections))
+        elapsed = time.perf_counter() - started
+    finally:
+        for conn in connections:
+            await conn.close()
+    return {"updates": done, "elapsed_s": round(elapsed, 3), "updates_per_s": round(done / elapsed, 1)}
 
 
 # --- the hot-SKU driver (child process) ------------------------------------------------------
@@ -273,4 +361,5 @@ async def _drive(job: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_drive(json.load(sys.stdin)))))
+    _job = json.load(sys.stdin)
+    print(json.dumps(asyncio.run(_bare(_job) if _job["kind"] == "bare" else _drive(_job))))

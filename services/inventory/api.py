@@ -21,6 +21,7 @@ from omni_runtime.context import current_principal
 from omni_runtime.errors import InvalidArgument, PermissionDenied
 from omni_runtime.validation import Checker
 from services.inventory import catalogue, ledger, reservations, subscriptions
+from services.inventory.coalesced import Coalescer
 from services.inventory.convert import (
     CUSTOMER,
     ITEM,
@@ -70,6 +71,8 @@ def _authorize_reservation(reservation: res.Reservation) -> None:
 class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     def __init__(self, unit: Unit) -> None:
         self.unit = unit
+        # Reservations, commits and releases on one stock level are served in groups.
+        self.coalescer = Coalescer(unit)
 
     # --- items ---------------------------------------------------------------------------------
 
@@ -391,7 +394,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         for line in spec.lines:
             if line.location:
                 require_store(location_name(line.location))
-        return await reservations.create_reservation(self.unit, request, spec)
+        return await self.coalescer.create(request, spec)
 
     async def GetReservation(self, request: svc.GetReservationRequest, context: Context) -> res.Reservation:
         check = Checker()
@@ -449,9 +452,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         check.length("reference", request.reference, max_len=200)
         check.request_id("request_id", request.request_id)
         _raise_if_invalid(check)
-        return await reservations.commit_reservation(
-            self.unit, request, ids["reservation"], _authorize_reservation
-        )
+        return await self.coalescer.commit(request, ids["reservation"], _authorize_reservation)
 
     async def ReleaseReservation(
         self, request: svc.ReleaseReservationRequest, context: Context
@@ -461,9 +462,7 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         check.length("reason", request.reason, max_len=500)
         check.request_id("request_id", request.request_id)
         _raise_if_invalid(check)
-        return await reservations.release_reservation(
-            self.unit, request, ids["reservation"], _authorize_reservation
-        )
+        return await self.coalescer.release(request, ids["reservation"], _authorize_reservation)
 
     # --- back-in-stock subscriptions -----------------------------------------------------------
 

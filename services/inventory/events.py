@@ -15,21 +15,33 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.message import Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.inventory.v1 import events_pb2 as ev
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import ChannelInfo
+from omni_runtime.db import bulk
 from omni_runtime.db.engine import after_commit
 from omni_runtime.events.outbox import Outbox
 from omni_runtime.timestamps import to_proto
 from services.inventory import convert, metrics, store
 from services.inventory.domain.stock import Quantities, crossings, movement_kind_label
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a movement is for: the request id, actor and channel it is stamped with."""
+
+    request_id: str = ""
+    actor: str = ""
+    channel: ChannelInfo = field(default_factory=ChannelInfo)
 
 
 @dataclass
@@ -38,6 +50,7 @@ class _Recorded:
     before: Quantities
     after: Quantities
     version: int
+    channel: ChannelInfo
 
 
 @dataclass
@@ -62,8 +75,13 @@ class MovementJournal:
         reason: str = "",
         reference: str = "",
         reservation_id: str | None = None,
+        caller: Caller | None = None,
     ) -> dict[str, Any]:
-        """Note a movement that produced ``level`` (the row after the change); returns its row."""
+        """Note a movement that produced ``level`` (the row after the change); returns its row.
+
+        ``caller``: who asked for this movement when one transaction serves several callers (a
+        hot-row group); by default the journal's own request id, actor and channel."""
+        who = caller or Caller(self.request_id, self.actor, self.channel)
         after = convert.quantities(level)
         before = after.moved(-on_hand_delta, -reserved_delta)
         values = {
@@ -76,25 +94,28 @@ class MovementJournal:
             "on_hand_after": after.on_hand,
             "reserved_after": after.reserved,
             "reason": reason,
-            "request_id": self.request_id,
+            "request_id": who.request_id,
             "reservation_id": reservation_id,
             "reference": reference,
-            "channel": self.channel.channel,
-            "channel_store": self.channel.store,
-            "channel_device": self.channel.device,
-            "actor": self.actor,
+            "channel": who.channel.channel,
+            "channel_store": who.channel.store,
+            "channel_device": who.channel.device,
+            "actor": who.actor,
             "create_time": self.now,
         }
-        self._moves.append(_Recorded(values, before, after, level.version))
+        self._moves.append(_Recorded(values, before, after, level.version, who.channel))
         return values
 
-    async def flush(self) -> None:
-        """Append the movements and emit their events (call once, before commit)."""
+    async def flush(self, extra: Sequence[Message] = ()) -> None:
+        """Append the movements and emit their events (call once, before commit): one statement
+        for every movement and event, whatever their number (plus the subscriptions' when stock
+        comes back)."""
         moves, self._moves = self._moves, []
-        await store.insert_movements(self.session, [m.values for m in moves])
+        events: list[Message] = list(extra)  # the caller's own events, first
         back: list[tuple[str, str, int]] = []
+        when = to_proto(self.now)
         for move in moves:
-            await self._emit_change(move)
+            events.append(self._change(move))
             crossed = crossings(move.before, move.after)
             loc, sku = move.values["location_id"], move.values["item_sku"]
             level, item, place = (
@@ -102,10 +123,8 @@ class MovementJournal:
                 convert.item_name(sku),
                 convert.location_name(loc),
             )
-            when = to_proto(self.now)
             if crossed.low_stock:
-                await self.outbox.emit(
-                    self.session,
+                events.append(
                     ev.LowStockEvent(
                         stock_level=level,
                         item=item,
@@ -114,11 +133,10 @@ class MovementJournal:
                         available=move.after.available,
                         low_stock_threshold=move.after.low_stock_threshold,
                         on_hand=move.after.on_hand,
-                    ),
+                    )
                 )
             if crossed.out_of_stock:
-                await self.outbox.emit(
-                    self.session,
+                events.append(
                     ev.OutOfStockEvent(
                         stock_level=level,
                         item=item,
@@ -127,40 +145,44 @@ class MovementJournal:
                         on_hand=move.after.on_hand,
                         reserved=move.after.reserved,
                         oversold=move.after.oversold,
-                    ),
+                    )
                 )
             if crossed.back_in_stock:
                 back.append((loc, sku, move.after.available))
         if back:
-            await self._back_in_stock(back)
+            events += await self._back_in_stock(back)
+        await bulk.insert_all(
+            self.session,
+            [(store.stock_movements, [m.values for m in moves]), self.outbox.rows(self.session, events)],
+        )
         kinds = Counter(movement_kind_label(m.values["kind"]) for m in moves)
         after_commit(self.session, lambda: _count_movements(kinds))
 
-    async def _emit_change(self, move: _Recorded) -> None:
+    def _change(self, move: _Recorded) -> ev.StockChangedEvent:
         v = move.values
-        await self.outbox.emit(
-            self.session,
-            ev.StockChangedEvent(
-                stock_level=convert.level_name(v["location_id"], v["item_sku"]),
-                item=convert.item_name(v["item_sku"]),
-                location=convert.location_name(v["location_id"]),
-                movement=convert.movement_name(v["location_id"], v["item_sku"], v["id"]),
-                kind=v["kind"],
-                old_on_hand=move.before.on_hand,
-                new_on_hand=move.after.on_hand,
-                old_reserved=move.before.reserved,
-                new_reserved=move.after.reserved,
-                old_available=move.before.available,
-                new_available=move.after.available,
-                status=move.after.status,
-                reservation=convert.reservation_name(v["reservation_id"]) if v["reservation_id"] else "",
-                channel=self.channel.to_proto(),
-                etag=convert.etag(move.version),
-                occur_time=to_proto(self.now),
-            ),
+        return ev.StockChangedEvent(
+            stock_level=convert.level_name(v["location_id"], v["item_sku"]),
+            item=convert.item_name(v["item_sku"]),
+            location=convert.location_name(v["location_id"]),
+            movement=convert.movement_name(v["location_id"], v["item_sku"], v["id"]),
+            kind=v["kind"],
+            old_on_hand=move.before.on_hand,
+            new_on_hand=move.after.on_hand,
+            old_reserved=move.before.reserved,
+            new_reserved=move.after.reserved,
+            old_available=move.before.available,
+            new_available=move.after.available,
+            status=move.after.status,
+            reservation=convert.reservation_name(v["reservation_id"]) if v["reservation_id"] else "",
+            channel=move.channel.to_proto(),
+            etag=convert.etag(move.version),
+            occur_time=to_proto(self.now),
         )
 
-    async def _back_in_stock(self, back: list[tuple[str, str, int]]) -> None:
+    async def _back_in_stock(self, back: list[tuple[str, str, int]]) -> list[Message]:
+        """Fire the subscriptions the levels coming back satisfy; their events and the
+        back-in-stock events, in that order."""
+        events: list[Message] = []
         fired = await store.fire_subscriptions(self.session, [(loc, sku) for loc, sku, _ in back], self.now)
         per_pair = Counter((row.fired_location, row.item_sku) for row in fired)
         available = {(loc, sku): qty for loc, sku, qty in back}
@@ -181,8 +203,7 @@ class MovementJournal:
                 )
             }
             for row in fired:
-                await self.outbox.emit(
-                    self.session,
+                events.append(
                     ev.StockSubscriptionFiredEvent(
                         stock_subscription=convert.subscription_name(row.id),
                         customer=row.customer,
@@ -193,11 +214,10 @@ class MovementJournal:
                         available=available.get((row.fired_location, row.item_sku), 0),
                         subscribed_channel=convert.channel(row),
                         occur_time=to_proto(self.now),
-                    ),
+                    )
                 )
         for loc, sku, qty in back:
-            await self.outbox.emit(
-                self.session,
+            events.append(
                 ev.BackInStockEvent(
                     stock_level=convert.level_name(loc, sku),
                     item=convert.item_name(sku),
@@ -205,8 +225,9 @@ class MovementJournal:
                     available=qty,
                     fired_subscription_count=per_pair.get((loc, sku), 0),
                     occur_time=to_proto(self.now),
-                ),
+                )
             )
+        return events
 
 
 def _count_movements(kinds: Counter[str]) -> None:
@@ -215,14 +236,22 @@ def _count_movements(kinds: Counter[str]) -> None:
         metrics.STOCK_MOVEMENTS.labels(kind).inc(n)
 
 
+_LIFECYCLE: dict[str, Any] = {
+    "created": ev.ReservationCreatedEvent,
+    "committed": ev.ReservationCommittedEvent,
+    "released": ev.ReservationReleasedEvent,
+    "expired": ev.ReservationExpiredEvent,
+}
+
+
+def reservation_message(state_event: str, reservation: res.Reservation, now: datetime) -> Message:
+    """The lifecycle event of a reservation (created, committed, released, expired)."""
+    message: Message = _LIFECYCLE[state_event](reservation=reservation, occur_time=to_proto(now))
+    return message
+
+
 async def reservation_event(
     session: AsyncSession, outbox: Outbox, state_event: str, reservation: res.Reservation, now: datetime
 ) -> None:
     """Emit the lifecycle event of a reservation (created, committed, released, expired)."""
-    builders = {
-        "created": ev.ReservationCreatedEvent,
-        "committed": ev.ReservationCommittedEvent,
-        "released": ev.ReservationReleasedEvent,
-        "expired": ev.ReservationExpiredEvent,
-    }
-    await outbox.emit(session, builders[state_event](reservation=reservation, occur_time=to_proto(now)))
+    await outbox.emit(session, reservation_message(state_event, reservation, now))

@@ -5,7 +5,7 @@ Names are checked against the Grafana dashboards and alert rules under deploy/ b
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from omni_runtime.metrics import initialise
 
@@ -27,6 +27,12 @@ STOCK_MOVEMENTS = Counter(
 RESERVATION_RETRIES = Counter(
     "omni_inventory_reservation_retries_total",
     "Reservation attempts planned from a snapshot a concurrent reservation invalidated, and retried.",
+)
+GROUP_SIZE = Histogram(
+    "omni_inventory_reservation_group_size",
+    "Calls served by one transaction on a stock level (reservations, commits and releases of one "
+    "(location, item) arriving together); a flash sale shows as large groups.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 SWEEPS = Counter(
     "omni_inventory_expiry_sweeps_total",

@@ -24,7 +24,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, NoReturn
 
 from sqlalchemy import literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +49,7 @@ DEFAULT_TTL = timedelta(minutes=15)
 MAX_TTL = timedelta(days=14)
 # Plans made from a snapshot that a concurrent reservation invalidated are retried this often.
 MAX_ATTEMPTS = 4
+CREATE_SCOPE = "inventory.CreateReservation"
 
 ACTIVE = res.RESERVATION_STATE_ACTIVE
 COMMITTED = res.RESERVATION_STATE_COMMITTED
@@ -176,10 +178,9 @@ async def _sites(session: AsyncSession, spec: NewReservation) -> list[allocation
     return sites
 
 
-async def _attempt(
-    unit: Unit, session: AsyncSession, spec: NewReservation, request_id: str, *, final: bool
-) -> res.Reservation:
-    now = utcnow()
+async def plan_reservation(session: AsyncSession, spec: NewReservation) -> allocation.Plan:
+    """Check the items (NOT_FOUND, ITEM_INACTIVE) and plan the lines from a snapshot of what is
+    available (no locks); the plan lists the lines it cannot serve as shortfalls."""
     skus = sorted({line.item for line in spec.lines})
     fixed = sorted({line.location for line in spec.lines if line.location})
     sites = await _sites(session, spec) if any(not line.location for line in spec.lines) else []
@@ -201,56 +202,70 @@ async def _attempt(
             ],
         )
     snapshot = {key: convert.quantities(row).available for key, row in levels.items()}
-    plan = allocation.plan(
+    return allocation.plan(
         spec.lines, strategy=spec.strategy, allow_split=spec.allow_split, sites=sites, available=snapshot
     )
-    if plan.shortfalls:
-        # A level with stock implies its location exists, so only a failing call pays for
-        # telling an unknown location (NOT_FOUND) from an empty one.
-        require_found([], fixed, await existing(session, [], fixed))
-        raise insufficient(plan.shortfalls)
 
-    reservation_id = uuid.uuid4().hex
+
+async def refuse_shortfalls(session: AsyncSession, spec: NewReservation, plan: allocation.Plan) -> NoReturn:
+    """INSUFFICIENT_STOCK for a plan's short lines (NOT_FOUND if a named location is unknown)."""
+    # A level with stock implies its location exists, so only a failing call pays for telling
+    # an unknown location (NOT_FOUND) from an empty one.
+    fixed = sorted({line.location for line in spec.lines if line.location})
+    require_found([], fixed, await existing(session, [], fixed))
+    raise insufficient(plan.shortfalls)
+
+
+def reservation_rows(
+    spec: NewReservation, plan: allocation.Plan, reservation_id: str, now: datetime
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The reservation's row (every column) and its allocation rows, for a plan without shortfalls."""
     lines = [
         (line.item, line.quantity, line.location, plan.allocations[line.index])
         for line in sorted(spec.lines, key=lambda ln: ln.index)
     ]
-    row = (
-        await session.execute(
-            store.reservations.insert()
-            .values(
-                id=reservation_id,
-                state=ACTIVE,
-                strategy=spec.strategy,
-                near_latitude=spec.near[0] if spec.near else None,
-                near_longitude=spec.near[1] if spec.near else None,
-                allow_split=spec.allow_split,
-                pickup=spec.pickup,
-                owner=spec.owner,
-                lines=convert.lines_json(lines),
-                expire_time=spec.expire_time or now + spec.ttl,
-                version=1,
-                create_time=now,
-                update_time=now,
-            )
-            .returning(*store.reservations.c)
-        )
-    ).one()
-    await session.execute(
-        store.reservation_allocations.insert(),
-        [
-            {
-                "reservation_id": reservation_id,
-                "line_index": index,
-                "location_id": location_id,
-                "item_sku": sku,
-                "quantity": qty,
-            }
-            for index, (sku, _, _, parts) in enumerate(lines)
-            for location_id, qty in parts
-        ],
-    )
-    reservation = convert.reservation(row)
+    row = {
+        "id": reservation_id,
+        "state": ACTIVE,
+        "strategy": spec.strategy,
+        "near_latitude": spec.near[0] if spec.near else None,
+        "near_longitude": spec.near[1] if spec.near else None,
+        "allow_split": spec.allow_split,
+        "pickup": spec.pickup,
+        "owner": spec.owner,
+        "release_reason": "",
+        "lines": convert.lines_json(lines),
+        "expire_time": spec.expire_time or now + spec.ttl,
+        "version": 1,
+        "create_time": now,
+        "update_time": now,
+    }
+    allocations = [
+        {
+            "reservation_id": reservation_id,
+            "line_index": index,
+            "location_id": location_id,
+            "item_sku": sku,
+            "quantity": qty,
+        }
+        for index, (sku, _, _, parts) in enumerate(lines)
+        for location_id, qty in parts
+    ]
+    return row, allocations
+
+
+async def _attempt(
+    unit: Unit, session: AsyncSession, spec: NewReservation, request_id: str, *, final: bool
+) -> res.Reservation:
+    now = utcnow()
+    plan = await plan_reservation(session, spec)
+    if plan.shortfalls:
+        await refuse_shortfalls(session, spec, plan)
+    reservation_id = uuid.uuid4().hex
+    values, allocations = reservation_rows(spec, plan, reservation_id, now)
+    await session.execute(store.reservations.insert().values(values))
+    await session.execute(store.reservation_allocations.insert(), allocations)
+    reservation = convert.reservation(SimpleNamespace(**values))
     await reservation_event(session, unit.outbox, "created", reservation, now)
     await answer_early(session, reservation)
 
@@ -285,9 +300,7 @@ async def create_reservation(
             return reservation
 
         try:
-            return await once(
-                unit.db, "inventory.CreateReservation", request.request_id, request, res.Reservation, work
-            )
+            return await once(unit.db, CREATE_SCOPE, request.request_id, request, res.Reservation, work)
         except _RaceLost:
             metrics.RESERVATION_RETRIES.inc()
             await asyncio.sleep(0)
@@ -344,13 +357,13 @@ async def _locked(session: AsyncSession, reservation_id: str) -> store.AnyRow:
     return row
 
 
-def _require_unexpired(row: store.AnyRow, now: datetime) -> None:
+def require_unexpired(row: store.AnyRow, now: datetime) -> None:
     """An ACTIVE reservation past its expiry is over, even before the sweeper marks it EXPIRED."""
     if row.expire_time <= now:
         raise not_active(row, f"{convert.reservation_name(row.id)} expired at {row.expire_time.isoformat()}")
 
 
-def _check_etag(row: store.AnyRow, given: str) -> None:
+def check_etag(row: store.AnyRow, given: str) -> None:
     if given and convert.version_of(given) != row.version:
         raise Aborted(
             f"{convert.reservation_name(row.id)} changed since it was read",
@@ -427,8 +440,8 @@ async def extend_reservation(
         authorize(convert.reservation(row))
         if row.state != ACTIVE:
             raise not_active(row)
-        _require_unexpired(row, now)
-        _check_etag(row, request.etag)
+        require_unexpired(row, now)
+        check_etag(row, request.etag)
         expire_time = new_expiry(now)
         if expire_time > row.create_time + MAX_TTL:
             raise FailedPrecondition(
@@ -448,7 +461,7 @@ async def extend_reservation(
 
 
 @dataclass(frozen=True)
-class _Ending:
+class Ending:
     """How a reservation ends on request: committed (the goods left) or released (given back)."""
 
     method: str
@@ -459,7 +472,7 @@ class _Ending:
     check_expiry: bool  # a release may give back what the sweeper has not expired yet
 
 
-_COMMIT = _Ending(
+COMMIT = Ending(
     "inventory.CommitReservation",
     COMMITTED,
     (COMMITTED,),
@@ -467,7 +480,7 @@ _COMMIT = _Ending(
     res.MOVEMENT_KIND_RESERVATION_COMMIT,
     True,
 )
-_RELEASE = _Ending(
+RELEASE = Ending(
     "inventory.ReleaseReservation",
     RELEASED,
     (RELEASED, EXPIRED),
@@ -480,14 +493,14 @@ _RELEASE = _Ending(
 async def commit_reservation(
     unit: Unit, request: svc.CommitReservationRequest, reservation_id: str, authorize: Authorize
 ) -> res.Reservation:
-    return await _end(unit, request, reservation_id, authorize, _COMMIT, {}, reference=request.reference)
+    return await _end(unit, request, reservation_id, authorize, COMMIT, {}, reference=request.reference)
 
 
 async def release_reservation(
     unit: Unit, request: svc.ReleaseReservationRequest, reservation_id: str, authorize: Authorize
 ) -> res.Reservation:
     values = {"release_reason": request.reason}
-    return await _end(unit, request, reservation_id, authorize, _RELEASE, values, reason=request.reason)
+    return await _end(unit, request, reservation_id, authorize, RELEASE, values, reason=request.reason)
 
 
 async def _end(
@@ -495,7 +508,7 @@ async def _end(
     request: svc.CommitReservationRequest | svc.ReleaseReservationRequest,
     reservation_id: str,
     authorize: Authorize,
-    ending: _Ending,
+    ending: Ending,
     values: dict[str, Any],
     **movement: str,
 ) -> res.Reservation:
@@ -508,8 +521,8 @@ async def _end(
         if row.state != ACTIVE:
             raise not_active(row)
         if ending.check_expiry:
-            _require_unexpired(row, now)
-        _check_etag(row, request.etag)
+            require_unexpired(row, now)
+        check_etag(row, request.etag)
         # State and event first: the level rows (possibly hot) are locked last, until commit.
         updated = await _set_state(session, row, {"state": ending.state, **values}, now)
         reservation = convert.reservation(updated)

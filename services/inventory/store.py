@@ -220,7 +220,7 @@ STATUS = case(
     ),
     else_=res.STOCK_STATUS_IN_STOCK,
 )
-_LEVEL_RETURNING = (
+LEVEL_COLUMNS = (
     stock_levels.c.location_id,
     stock_levels.c.item_sku,
     stock_levels.c.on_hand,
@@ -233,7 +233,7 @@ _LEVEL_RETURNING = (
 
 
 async def level(session: AsyncSession, location_id: str, sku: str, *, lock: bool = False) -> AnyRow | None:
-    query = select(*_LEVEL_RETURNING).where(
+    query = select(*LEVEL_COLUMNS).where(
         stock_levels.c.location_id == location_id, stock_levels.c.item_sku == sku
     )
     if lock:
@@ -246,7 +246,7 @@ async def levels(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> dic
     if not pairs:
         return {}
     rows = await session.execute(
-        select(*_LEVEL_RETURNING).where(
+        select(*LEVEL_COLUMNS).where(
             tuple_(stock_levels.c.location_id, stock_levels.c.item_sku).in_(list(pairs))
         )
     )
@@ -259,7 +259,7 @@ async def items_with_levels(
     """Whether each existing item is active, and its levels at some locations, in one query."""
     join = and_(stock_levels.c.item_sku == items.c.sku, stock_levels.c.location_id.in_(list(location_ids)))
     rows = await session.execute(
-        select(items.c.sku, items.c.active, *_LEVEL_RETURNING)
+        select(items.c.sku, items.c.active, *LEVEL_COLUMNS)
         .select_from(items.outerjoin(stock_levels, join))
         .where(items.c.sku.in_(list(skus)))
     )
@@ -280,7 +280,7 @@ async def levels_of_items(
     positive: bool = False,
 ) -> list[AnyRow]:
     """Levels of some items, optionally only at some locations and only with stock available."""
-    query = select(*_LEVEL_RETURNING).where(stock_levels.c.item_sku.in_(list(skus)))
+    query = select(*LEVEL_COLUMNS).where(stock_levels.c.item_sku.in_(list(skus)))
     if location_ids is not None:
         query = query.where(stock_levels.c.location_id.in_(list(location_ids)))
     if positive:
@@ -315,7 +315,7 @@ async def add_on_hand(
                     version=stock_levels.c.version + 1,
                     update_time=now,
                 )
-                .returning(*_LEVEL_RETURNING)
+                .returning(*LEVEL_COLUMNS)
             )
         ).first()
     stmt = insert(stock_levels).values(
@@ -329,7 +329,7 @@ async def add_on_hand(
             "update_time": now,
         },
     )
-    return (await session.execute(stmt.returning(*_LEVEL_RETURNING))).first()
+    return (await session.execute(stmt.returning(*LEVEL_COLUMNS))).first()
 
 
 async def ensure_level(session: AsyncSession, location_id: str, sku: str, now: datetime) -> None:
@@ -358,7 +358,7 @@ async def reserve_guarded(
                 version=stock_levels.c.version + 1,
                 update_time=now,
             )
-            .returning(*_LEVEL_RETURNING)
+            .returning(*LEVEL_COLUMNS)
         )
     ).first()
 
@@ -377,7 +377,7 @@ async def move(
                 version=stock_levels.c.version + 1,
                 update_time=now,
             )
-            .returning(*_LEVEL_RETURNING)
+            .returning(*LEVEL_COLUMNS)
         )
     ).first()
     if row is None:  # a reservation's level always exists: it was created by the reservation
@@ -405,7 +405,7 @@ async def update_level_settings(
                     stock_levels.c.version == expected_version,
                 )
                 .values(**values, version=stock_levels.c.version + 1, update_time=now)
-                .returning(*_LEVEL_RETURNING)
+                .returning(*LEVEL_COLUMNS)
             )
         ).first()
     stmt = insert(stock_levels).values(
@@ -415,12 +415,7 @@ async def update_level_settings(
         index_elements=[stock_levels.c.location_id, stock_levels.c.item_sku],
         set_={**values, "version": stock_levels.c.version + 1, "update_time": now},
     )
-    return (await session.execute(stmt.returning(*_LEVEL_RETURNING))).first()
-
-
-async def insert_movements(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await session.execute(stock_movements.insert(), list(rows))
+    return (await session.execute(stmt.returning(*LEVEL_COLUMNS))).first()
 
 
 # ---------------------------------------------------------------------------------------------

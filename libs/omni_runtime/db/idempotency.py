@@ -24,12 +24,12 @@ cannot take part in a deadlock: a transaction waiting on a claim holds no other 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,9 +136,7 @@ async def recall(
     if row is None:
         return None
     if row.fingerprint != fingerprint(request):
-        raise InvalidArgument(
-            [FieldViolation("request_id", "was already used for a different request", "REQUEST_ID_REUSED")]
-        )
+        raise _reused()
     return response_type.FromString(row.response)
 
 
@@ -181,6 +179,117 @@ async def _claim(
         stored = await recall(session, scope, request_id, request, response_type)
         if stored is not None:
             return stored
+
+
+@dataclass
+class Claim:
+    """One request of several that a single transaction serves (``claim_many``).
+
+    ``answer``: the response, when it is known before the work (stored with the claim, so it
+    costs no second statement); otherwise ``store_answers`` stores it later in the transaction.
+    """
+
+    scope: str
+    request_id: str
+    request: Message
+    response_type: type[Message]
+    answer: Message | None = None
+
+    def key(self) -> tuple[str, str]:
+        return (self.scope, self.request_id)
+
+
+# What ``claim_many`` found for keys an earlier call answered: its response, or the reuse error.
+Outcomes = dict[tuple[str, str], Message | OmniError]
+
+# Fixed texts (arrays, not one placeholder per row): prepared once per connection, any count.
+_CLAIM_MANY = text(
+    "INSERT INTO omni_idempotency_keys (scope, request_id, fingerprint, response)"
+    " SELECT * FROM unnest(CAST(:s AS text[]), CAST(:r AS text[]), CAST(:f AS text[]), CAST(:a AS bytea[]))"
+    " ON CONFLICT (scope, request_id) DO NOTHING RETURNING scope, request_id"
+)
+_STORED = text(
+    "SELECT k.scope, k.request_id, k.fingerprint, k.response FROM omni_idempotency_keys k"
+    " JOIN unnest(CAST(:s AS text[]), CAST(:r AS text[])) AS g(s, r) ON k.scope = g.s AND k.request_id = g.r"
+)
+_ANSWER_MANY = text(
+    "UPDATE omni_idempotency_keys k SET response = g.a"
+    " FROM unnest(CAST(:s AS text[]), CAST(:r AS text[]), CAST(:a AS bytea[])) AS g(s, r, a)"
+    " WHERE k.scope = g.s AND k.request_id = g.r"
+)
+_FORGET_MANY = text(
+    "DELETE FROM omni_idempotency_keys k USING unnest(CAST(:s AS text[]), CAST(:r AS text[])) AS g(s, r)"
+    " WHERE k.scope = g.s AND k.request_id = g.r"
+)
+
+
+async def claim_many(session: AsyncSession, claims: Sequence[Claim]) -> Outcomes:
+    """``once``'s claim for several requests served by one transaction (hot-row groups).
+
+    Every key is claimed in this transaction, in (scope, request id) order, so two transactions
+    claiming overlapping keys wait for each other without deadlocking; like ``once``'s claim it
+    must come before the transaction's other locks. Returns, for each key an earlier call
+    already answered, that stored response (or the ``REQUEST_ID_REUSED`` error when the request
+    differs); every other key is now claimed by this transaction. Keys must be distinct. A
+    request that then fails must be ``forget``-ed: a failed call stores nothing. One statement
+    for any number of keys (two when some were taken).
+    """
+    pending = sorted(claims, key=Claim.key)
+    earlier: Outcomes = {}
+    prints = {c.key(): fingerprint(c.request) for c in pending}
+    while pending:
+        params = {
+            "s": [c.scope for c in pending],
+            "r": [c.request_id for c in pending],
+            "f": [prints[c.key()] for c in pending],
+            "a": [c.answer.SerializeToString() if c.answer is not None else b"" for c in pending],
+        }
+        taken = {(row.scope, row.request_id) for row in await session.execute(_CLAIM_MANY, params)}
+        busy = [c for c in pending if c.key() not in taken]
+        if not busy:
+            break
+        found = await session.execute(
+            _STORED, {"s": [c.scope for c in busy], "r": [c.request_id for c in busy]}
+        )
+        stored = {(row.scope, row.request_id): row for row in found}
+        pending = []
+        for claim in busy:
+            row = stored.get(claim.key())
+            if row is None:
+                pending.append(claim)  # purged in between: claim it again
+            elif row.fingerprint != prints[claim.key()]:
+                earlier[claim.key()] = _reused()
+            else:
+                answer: Message = claim.response_type.FromString(row.response)
+                earlier[claim.key()] = answer
+    return earlier
+
+
+async def store_answers(session: AsyncSession, answers: Sequence[tuple[Claim, Message]]) -> None:
+    """Store the responses of keys claimed by ``claim_many`` without one, in one statement."""
+    if answers:
+        await session.execute(
+            _ANSWER_MANY,
+            {
+                "s": [c.scope for c, _ in answers],
+                "r": [c.request_id for c, _ in answers],
+                "a": [answer.SerializeToString() for _, answer in answers],
+            },
+        )
+
+
+async def forget(session: AsyncSession, claims: Sequence[Claim]) -> None:
+    """Drop keys claimed by ``claim_many`` for requests that failed: a retry runs them again."""
+    if claims:
+        await session.execute(
+            _FORGET_MANY, {"s": [c.scope for c in claims], "r": [c.request_id for c in claims]}
+        )
+
+
+def _reused() -> InvalidArgument:
+    return InvalidArgument(
+        [FieldViolation("request_id", "was already used for a different request", "REQUEST_ID_REUSED")]
+    )
 
 
 async def _store(session: AsyncSession, claim: _Claim, response: Message) -> None:

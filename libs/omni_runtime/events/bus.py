@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 
@@ -42,6 +43,7 @@ def stream_name(service: str) -> str:
     return f"OMNI_{service.upper()}"
 
 
+@functools.lru_cache(maxsize=512)
 def subject_for(full_name: str) -> str:
     """``omni.cart.v1.OrderPlacedEvent`` → ``omni.cart.order_placed``."""
     parts = full_name.split(".")

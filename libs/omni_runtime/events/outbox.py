@@ -14,13 +14,16 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import Table, delete, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni_runtime import metrics, tracing
+from omni_runtime.db import bulk
 from omni_runtime.db.engine import Database
 from omni_runtime.db.schema import idempotency_keys, outbox, processed_events
 from omni_runtime.events.bus import EventBus, service_of_subject, stop_requested, subject_for
@@ -65,21 +68,52 @@ class Outbox:
         self, session: AsyncSession, message: Message, *, event_id: uuid.UUID | None = None
     ) -> uuid.UUID:
         """Record ``message`` (an ``…Event`` message) to publish once the transaction commits."""
-        eid = event_id or uuid.uuid4()
-        full_name = message.DESCRIPTOR.full_name
-        await session.execute(
-            outbox.insert().values(
-                id=eid,
-                subject=subject_for(full_name),
-                event_type=full_name,
-                payload=message.SerializeToString(),
-                headers=tracing.inject_headers(),
+        return (await self.emit_many(session, [message], event_ids=[event_id or uuid.uuid4()]))[0]
+
+    async def emit_many(
+        self,
+        session: AsyncSession,
+        messages: Sequence[Message],
+        *,
+        event_ids: Sequence[uuid.UUID] | None = None,
+    ) -> list[uuid.UUID]:
+        """Record several events with one statement, published in this order after the commit.
+
+        For transactions that announce many changes at once (a ledger movement's events, a
+        group of reservations): one round trip instead of one per event.
+        """
+        part = self.rows(session, messages, event_ids=event_ids)
+        await bulk.insert_all(session, [part])
+        return [row["id"] for row in part[1]]
+
+    def rows(
+        self,
+        session: AsyncSession,
+        messages: Sequence[Message],
+        *,
+        event_ids: Sequence[uuid.UUID] | None = None,
+    ) -> tuple[Table, list[dict[str, Any]]]:
+        """The outbox rows of ``messages``, for a caller that inserts them together with rows of
+        its own in one statement (``omni_runtime.db.bulk.insert_all``) in ``session``'s
+        transaction; the relay is woken when it commits."""
+        ids = list(event_ids) if event_ids is not None else [uuid.uuid4() for _ in messages]
+        headers = tracing.inject_headers()
+        rows = []
+        for eid, message in zip(ids, messages, strict=True):
+            full_name = message.DESCRIPTOR.full_name
+            rows.append(
+                {
+                    "id": eid,
+                    "subject": subject_for(full_name),
+                    "event_type": full_name,
+                    "payload": message.SerializeToString(),
+                    "headers": headers,
+                }
             )
-        )
-        if not session.info.get("omni_outbox_hooked"):
+        if rows and not session.info.get("omni_outbox_hooked"):
             session.info["omni_outbox_hooked"] = True
             event.listen(session.sync_session, "after_commit", self._after_commit, once=True)
-        return eid
+        return outbox, rows
 
     def _after_commit(self, _session: object) -> None:
         self._wake.set()
