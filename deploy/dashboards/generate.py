@@ -196,6 +196,92 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             [(f"sum by (result) (rate(omni_inventory_expiry_sweeps_total{{{NS}}}{RATE}))", "{{result}}")],
         ),
     ],
+    "messaging": [
+        (
+            "Notifications by state",
+            "ops",
+            [(f"sum by (state) (rate(omni_messaging_notifications_total{{{NS}}}{RATE}))", "{{state}}")],
+        ),
+        (
+            "Sent and delivered by channel",
+            "ops",
+            [
+                (
+                    "sum by (channel) "
+                    f'(rate(omni_messaging_notifications_total{{{NS}, state="sent"}}{RATE}))',
+                    "sent {{channel}}",
+                ),
+                (
+                    "sum by (channel) "
+                    f'(rate(omni_messaging_notifications_total{{{NS}, state="delivered"}}{RATE}))',
+                    "delivered {{channel}}",
+                ),
+            ],
+        ),
+        (
+            "Suppressed by reason",
+            "ops",
+            [
+                (
+                    "sum by (reason) "
+                    f'(rate(omni_messaging_notifications_total{{{NS}, state="suppressed"}}{RATE}))',
+                    "{{reason}}",
+                )
+            ],
+        ),
+        (
+            "Provider failure ratio",
+            "percentunit",
+            [
+                (
+                    "sum by (provider) "
+                    f'(rate(omni_messaging_provider_requests_total{{{NS}, outcome!="ok"}}{RATE}))'
+                    f" / sum by (provider) (rate(omni_messaging_provider_requests_total{{{NS}}}{RATE}))",
+                    "{{provider}}",
+                )
+            ],
+        ),
+        (
+            "Provider latency p99",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le, provider) "
+                    f"(rate(omni_messaging_provider_request_seconds_bucket{{{NS}}}{RATE})))",
+                    "{{provider}}",
+                )
+            ],
+        ),
+        (
+            "Schedule: backlog and oldest due",
+            "short",
+            [
+                (f"sum(omni_messaging_schedule_due{{{NS}}})", "due, unclaimed"),
+                (f"max(omni_messaging_schedule_oldest_due_seconds{{{NS}}})", "oldest due (s)"),
+            ],
+        ),
+        (
+            "Schedule lag p99 (claim − due)",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le) "
+                    f"(rate(omni_messaging_schedule_lag_seconds_bucket{{{NS}}}{RATE})))",
+                    "p99",
+                )
+            ],
+        ),
+        (
+            "Receipts by provider and status",
+            "ops",
+            [
+                (
+                    f"sum by (provider, status) (rate(omni_messaging_receipts_total{{{NS}}}{RATE}))",
+                    "{{provider}} {{status}}",
+                )
+            ],
+        ),
+    ],
 }
 
 

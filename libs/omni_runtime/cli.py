@@ -4,6 +4,7 @@ omni serve <service>       run one service until SIGTERM (what container images 
 omni migrate <service>     apply the service's database migrations and exit (the Helm hook Job)
 omni dev up [--only a,b]   the whole platform locally (what `make run` runs)
 omni dev status            health of every local process
+omni dev outbox            what the local platform "sent" (mails, texts, pushes in .omni/outbox/)
 omni call SERVICE METHOD JSON  call a gRPC method (reflection, proto3 JSON); `omni call -h`
 omni protos generate|lint|breaking|client-wheel
 """
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--only", help="comma-separated services to start (default: all)")
     p_up.add_argument("--home", default=os.environ.get("OMNI_HOME", ".omni"), help="data directory")
     dev_sub.add_parser("status", help="health of every local process")
+    p_outbox = dev_sub.add_parser("outbox", help="the mails, texts and pushes the local platform sent")
+    p_outbox.add_argument("--home", default=os.environ.get("OMNI_HOME", ".omni"), help="data directory")
     sub.add_parser("call", help="call a gRPC method of a running service (omni call -h)", add_help=False)
     p_protos = sub.add_parser("protos", help="contract tools")
     p_protos.add_argument("args", nargs=argparse.REMAINDER)
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dev_command == "up":
         only = [s.strip() for s in args.only.split(",")] if args.only else None
         return localplatform.up(Path(args.home).resolve(), only)
+    if args.dev_command == "outbox":
+        return localplatform.outbox_report(Path(args.home).resolve())
     return localplatform.status_report()
 
 

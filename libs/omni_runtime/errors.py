@@ -166,6 +166,11 @@ class Unavailable(OmniError):
     default_reason = "UNAVAILABLE"
 
 
+class Unimplemented(OmniError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "UNIMPLEMENTED"
+
+
 class DeadlineExceeded(OmniError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     default_reason = "DEADLINE_EXCEEDED"

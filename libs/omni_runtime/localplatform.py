@@ -29,6 +29,10 @@ from omni_runtime.localinfra import EmbeddedNats, EmbeddedPostgres
 
 POSTGRES_PORT = 15432
 NATS_PORT = 14222
+# Messaging's local providers: an SMTP server and an HTTP server speaking Twilio's, FCM's and the
+# signed webhook's wire formats; what they receive lands in .omni/outbox/ (``omni dev outbox``).
+SMTP_SINK_PORT = 1025
+HTTP_SINK_PORT = 1026
 # Order matters: identity first (everyone verifies tokens with its keys), gateway last.
 START_ORDER = ("identity", "inventory", "profile", "preferences", "messaging", "cart", "gateway")
 
@@ -92,6 +96,7 @@ class Platform:
     postgres: EmbeddedPostgres = field(init=False)
     nats: EmbeddedNats = field(init=False)
     children: list[Child] = field(default_factory=list)
+    sinks: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
         self.postgres = EmbeddedPostgres(self.home / "postgres", POSTGRES_PORT, durable=True)
@@ -100,9 +105,10 @@ class Platform:
     # -- set-up ---------------------------------------------------------------------------
 
     def check_ports(self) -> None:
+        sink_ports = (SMTP_SINK_PORT, HTTP_SINK_PORT) if "messaging" in self.services else ()
         busy = [
             p
-            for p in (POSTGRES_PORT, NATS_PORT, *(LOCAL_PORTS[s][0] for s in self.services))
+            for p in (POSTGRES_PORT, NATS_PORT, *sink_ports, *(LOCAL_PORTS[s][0] for s in self.services))
             if port_in_use(p)
         ]
         if busy:
@@ -155,7 +161,82 @@ class Platform:
             env["OMNI_SERVICE_CLIENT_SECRET"] = str(own["secret"])
         if name == "identity":
             env["OMNI_IDENTITY_BOOTSTRAP_CLIENTS_FILE"] = str(self.home / "secrets" / "service-clients.json")
+        if name == "messaging":
+            for key, value in self.messaging_providers().items():
+                env.setdefault(key, value)  # a developer may point make run at real providers
         return env
+
+    def messaging_providers(self) -> dict[str, str]:
+        """Messaging's providers pointed at the local sinks (real protocols, local servers)."""
+        sink = f"http://127.0.0.1:{HTTP_SINK_PORT}"
+        return {
+            "OMNI_MESSAGING_SMTP_HOST": "127.0.0.1",
+            "OMNI_MESSAGING_SMTP_PORT": str(SMTP_SINK_PORT),
+            "OMNI_MESSAGING_SMTP_TLS": "none",
+            "OMNI_MESSAGING_TWILIO_BASE_URL": sink,
+            "OMNI_MESSAGING_TWILIO_ACCOUNT_SID": "AClocal",
+            "OMNI_MESSAGING_TWILIO_AUTH_TOKEN": "local-twilio-token",
+            "OMNI_MESSAGING_TWILIO_FROM": "+15005550006",
+            "OMNI_MESSAGING_TWILIO_WHATSAPP_FROM": "+14155238886",
+            "OMNI_MESSAGING_FCM_BASE_URL": sink,
+            "OMNI_MESSAGING_FCM_SERVICE_ACCOUNT_FILE": str(self.fcm_service_account(f"{sink}/token")),
+            "OMNI_MESSAGING_WEBHOOK_URL": f"{sink}/webhook",
+            "OMNI_MESSAGING_WEBHOOK_SECRET": "local-webhook-secret",
+            "OMNI_MESSAGING_PUBLIC_URL": f"http://127.0.0.1:{LOCAL_PORTS['gateway'][0]}",
+        }
+
+    def fcm_service_account(self, token_uri: str) -> Path:
+        """A Google-style service account with a key of its own, for FCM's OAuth flow locally."""
+        path = self.home / "secrets" / "fcm-service-account.json"
+        if not path.exists():
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode()
+            account = {
+                "type": "service_account",
+                "project_id": "omni-local",
+                "private_key_id": "local",
+                "private_key": pem,
+                "client_email": "omni@omni-local.iam.gserviceaccount.com",
+                "token_uri": token_uri,
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(account, indent=2))
+            path.chmod(0o600)
+        return path
+
+    def start_sinks(self) -> None:
+        """Messaging's local SMTP and HTTP provider sinks, writing to .omni/outbox/."""
+        if "messaging" not in self.services:
+            return
+        log = (self.home / "logs").resolve()
+        log.mkdir(parents=True, exist_ok=True)
+        with (log / "sinks.log").open("ab") as out:
+            self.sinks = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "services.messaging.localsinks",
+                    "--outbox",
+                    str(self.home / "outbox"),
+                    "--smtp-port",
+                    str(SMTP_SINK_PORT),
+                    "--http-port",
+                    str(HTTP_SINK_PORT),
+                    "--status-callbacks",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        from omni_runtime.localinfra import wait_for_port
+
+        wait_for_port(SMTP_SINK_PORT, 20, self.sinks, "messaging's SMTP sink")
+        wait_for_port(HTTP_SINK_PORT, 20, self.sinks, "messaging's HTTP sink")
 
     def migrate(self) -> None:
         from omni_runtime.db.migrate import upgrade
@@ -243,6 +324,12 @@ class Platform:
             child.terminate()
         for child in reversed(self.children):
             child.wait(30)
+        if self.sinks is not None and self.sinks.poll() is None:
+            self.sinks.send_signal(signal.SIGTERM)
+            try:
+                self.sinks.wait(10)
+            except subprocess.TimeoutExpired:
+                self.sinks.kill()
         self.nats.stop()
         self.postgres.stop()
 
@@ -313,11 +400,18 @@ def up(home: Path, only: list[str] | None = None) -> int:
             print(
                 "[omni] no services exist yet in this checkout; PostgreSQL and NATS are running", flush=True
             )
+        platform.start_sinks()
         platform.start_services(clients)
         status = platform.wait_serving()
         print("\n[omni] platform is up:\n" + table(services, status), flush=True)
         if principals is not None:
             print_demo(platform, principals)
+        if platform.sinks is not None:
+            print(
+                f"\n[omni] messages sent land in {home / 'outbox'} (SMTP sink :{SMTP_SINK_PORT}, "
+                f"SMS/push/social sink :{HTTP_SINK_PORT}); list them with: .venv/bin/omni dev outbox",
+                flush=True,
+            )
         print(f"\n[omni] logs in {home / 'logs'}; press Ctrl-C to stop everything", flush=True)
         while not stop:
             platform.supervise_once()
@@ -347,3 +441,14 @@ def status_report() -> int:
     status = {name: probe(name) for name in services}
     print(table(services, status))
     return 0 if all(s == "SERVING" for s in status.values()) else 1
+
+
+def outbox_report(home: Path) -> int:
+    """``omni dev outbox``: what the local platform has "sent" (mails, texts, pushes)."""
+    if importlib.util.find_spec("services.messaging.localsinks") is None:
+        print("messaging is not in this checkout; nothing is sent locally")
+        return 1
+    sinks = importlib.import_module("services.messaging.localsinks")
+    outbox = home / "outbox"
+    print(sinks.format_outbox(sinks.list_outbox(outbox), outbox))
+    return 0

@@ -49,6 +49,7 @@ from services.gateway.openapi import build_openapi
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import Contracts, Route, RouteMatch, build_routes
 from services.gateway.transcode import (
+    build_raw_request,
     build_request,
     dumps,
     find_etag,
@@ -275,7 +276,7 @@ class Gateway:
                 "rpc.method": route.grpc_path,
             },
         ) as span:
-            channel = self._channel(headers)
+            channel = self._channel(headers, optional=route.raw_request)
             authorization, client = await self._authenticate(route, request)
             wait = self.limiter.acquire(client)
             if wait is not None:
@@ -284,11 +285,21 @@ class Gateway:
                     headers=errors.retry_after(wait),
                 )
             timeout = self._timeout(headers.get("x-request-timeout"), route.streaming)
-            body = await self._body(request) if route.body else b""
+            body = await self._body(request, any_type=route.raw_request) if route.body else b""
             try:
-                grpc_request = build_request(
-                    route, found.path_values, list(request.query_params.multi_items()), body
-                )
+                if route.raw_request:
+                    grpc_request = build_raw_request(
+                        route,
+                        found.path_values,
+                        method=request.method,
+                        url=_public_url(request),
+                        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+                        body=body,
+                    )
+                else:
+                    grpc_request = build_request(
+                        route, found.path_values, list(request.query_params.multi_items()), body
+                    )
             except InvalidArgument as exc:
                 raise _reject(exc) from None
             last_event_id = headers.get("last-event-id", "").strip()
@@ -307,9 +318,11 @@ class Gateway:
                 return errors.from_rpc_error(exc)
             return Response(dumps(response_json(route, reply)), media_type="application/json")
 
-    def _channel(self, headers: Mapping[str, str]) -> call_context.ChannelInfo:
+    def _channel(self, headers: Mapping[str, str], *, optional: bool = False) -> call_context.ChannelInfo:
         raw = headers.get(call_context.CHANNEL_KEY, "").strip()
         names = ", ".join(call_context.known_channel_names())
+        if not raw and optional:
+            return call_context.ChannelInfo()
         if not raw:
             raise _bad_header(
                 "X-Omni-Channel",
@@ -365,7 +378,7 @@ class Gateway:
         limit = self.config.stream_max_seconds if streaming else self.config.max_timeout_seconds
         return min(seconds, limit)
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, *, any_type: bool = False) -> bytes:
         limit = self.config.max_body_bytes
         too_large = _reject(
             InvalidArgument(
@@ -379,7 +392,8 @@ class Gateway:
         if declared.isdigit() and int(declared) > limit:
             raise too_large
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        json_type = not content_type or content_type == "application/json" or content_type.endswith("+json")
+        if not any_type and not json_type:
             raise _reject(
                 InvalidArgument(
                     [FieldViolation("Content-Type", "must be application/json", "UNSUPPORTED_MEDIA_TYPE")],
@@ -401,10 +415,9 @@ class Gateway:
     def _metadata(
         channel: call_context.ChannelInfo, authorization: str, request_id: str
     ) -> list[tuple[str, str]]:
-        metadata = [
-            (call_context.CHANNEL_KEY, call_context.channel_name(channel.channel)),
-            (call_context.REQUEST_ID_KEY, request_id),
-        ]
+        metadata = [(call_context.REQUEST_ID_KEY, request_id)]
+        if channel.channel:
+            metadata.append((call_context.CHANNEL_KEY, call_context.channel_name(channel.channel)))
         if channel.store:
             metadata.append((call_context.STORE_KEY, channel.store))
         if channel.device:
@@ -476,6 +489,17 @@ class Gateway:
     def begin_drain(self) -> None:
         """Shutdown has begun: readiness fails and open SSE streams end so connections can close."""
         self.draining.set()
+
+
+def _public_url(request: Request) -> str:
+    """The URL as the client addressed it (what a provider signs): scheme and host as a proxy in
+    front reported them, then the raw path and query, byte for byte."""
+    headers = request.headers
+    scheme = headers.get("x-forwarded-proto", "").split(",", 1)[0].strip() or request.url.scheme
+    host = headers.get("x-forwarded-host", "").split(",", 1)[0].strip() or headers.get("host", "")
+    raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{scheme}://{host}{raw_path.split('?', 1)[0]}" + (f"?{query}" if query else "")
 
 
 class _RateLimited(OmniError):

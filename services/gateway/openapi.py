@@ -227,6 +227,13 @@ class _Builder:
             else:
                 schema = self.message(desc)
             required = False
+        elif route.raw_request:
+            # Passed on unparsed (see omni.type.v1.HttpRequest): whatever the provider sends.
+            any_body = {"schema": {"type": "string"}}
+            return {
+                "required": False,
+                "content": {"application/x-www-form-urlencoded": any_body, "application/json": any_body},
+            }
         else:
             fld = desc.fields_by_name[route.body]
             schema = self.field_schema(fld)
@@ -252,9 +259,9 @@ class _Builder:
         return {"description": desc.full_name, "content": {"application/json": {"schema": schema}}}
 
 
-def _headers(streaming: bool) -> list[dict[str, Any]]:
+def _headers(streaming: bool, *, channel_required: bool = True) -> list[dict[str, Any]]:
     params = [
-        {"$ref": "#/components/parameters/Channel"},
+        {"$ref": "#/components/parameters/Channel" + ("" if channel_required else "Optional")},
         {"$ref": "#/components/parameters/Store"},
         {"$ref": "#/components/parameters/Device"},
         {"$ref": "#/components/parameters/RequestTimeout"},
@@ -272,6 +279,13 @@ def _components_parameters() -> dict[str, Any]:
             "in": "header",
             "required": True,
             "description": "The touchpoint the request comes from.",
+            "schema": {"type": "string", "enum": known_channel_names()},
+        },
+        "ChannelOptional": {
+            "name": "X-Omni-Channel",
+            "in": "header",
+            "required": False,
+            "description": "The touchpoint the request comes from (not needed from outside providers).",
             "schema": {"type": "string", "enum": known_channel_names()},
         },
         "Store": {
@@ -350,9 +364,9 @@ def build_openapi(table: RouteTable, contracts: Contracts, *, version: str) -> d
             }
             for p in route.path_parameters
         ]
-        if route.body != "*":
+        if route.body != "*" and not route.raw_request:
             parameters.extend(builder.query_parameters(route.rpc.input_type, frozenset(bound)))
-        parameters.extend(_headers(route.streaming))
+        parameters.extend(_headers(route.streaming, channel_required=not route.raw_request))
         operation: dict[str, Any] = {
             "operationId": f"{svc.name}_{route.rpc.name}" + (f"_{route.binding}" if route.binding else ""),
             "tags": [svc.name],

@@ -37,6 +37,8 @@ from omni_runtime.config import SERVICES
 log = logging.getLogger("omni.gateway.routes")
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+# A body field of this type receives the whole HTTP request unparsed (see Route.raw_request).
+RAW_REQUEST_TYPE = "omni.type.v1.HttpRequest"
 
 
 class ContractError(ValueError):
@@ -367,6 +369,17 @@ class Route:
     @property
     def public(self) -> bool:
         return bool(self.auth.public)
+
+    @cached_property
+    def raw_request(self) -> bool:
+        """The body field is an ``omni.type.v1.HttpRequest``: the RPC gets the request unparsed
+        (method, URL, headers, raw body), for provider callbacks whose signature covers the exact
+        bytes. Such a route takes any content type and no channel headers (its caller is not a
+        channel client) and binds no query parameters (the query belongs to the signed URL)."""
+        if self.body in ("", "*"):
+            return False
+        fld = self.rpc.input_type.fields_by_name[self.body]
+        return fld.message_type is not None and fld.message_type.full_name == RAW_REQUEST_TYPE
 
     @property
     def label(self) -> str:

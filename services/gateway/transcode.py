@@ -193,6 +193,34 @@ def build_request(
     return request
 
 
+def build_raw_request(
+    route: Route,
+    path_values: dict[str, str],
+    *,
+    method: str,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+) -> message.Message:
+    """The request of a raw-request route (``Route.raw_request``): path variables bound as usual,
+    the whole HTTP request in the body field (an ``omni.type.v1.HttpRequest``)."""
+    data: dict[str, Any] = {}
+    for path, value in path_values.items():
+        _set_path(data, route.rpc.input_type, path, value)
+    request = route.request_class()
+    json_format.ParseDict(data, request)
+    raw = getattr(request, route.body)
+    raw.method = method
+    raw.url = url
+    joined: dict[str, list[str]] = {}
+    for name, value in headers:
+        joined.setdefault(name.lower(), []).append(value)
+    for name, values in joined.items():
+        raw.headers[name] = ", ".join(values)
+    raw.body = body
+    return request
+
+
 def set_if_empty(request: message.Message, field_name: str, value: str) -> bool:
     """Set a top-level string field unless the client already did (Last-Event-ID → since_etag)."""
     fld = request.DESCRIPTOR.fields_by_name.get(field_name)

@@ -337,3 +337,51 @@ def test_a_disabled_service_renders_nothing() -> None:
     assert not [m for m in release.manifests if f"{RELEASE}-messaging" in m.name]
     env = env_of(inv._container(release, "gateway") or {})
     assert "OMNI_MESSAGING_TARGET" in env  # the gateway still names it; it is simply not running
+
+
+def test_provider_credentials_come_from_secrets_and_egress_is_opened_only_on_request() -> None:
+    """Messaging's providers: credentials as secretKeyRef env and mounted Secret files, never in
+    values; egress to the outside world only through the block's own `egressTo`."""
+    internet = Pod("internet", ip="203.0.113.7")
+    closed = render()
+    closed_policies = [m.doc for m in closed.of_kind("NetworkPolicy")]
+    assert not allowed(closed_policies, pods_of(closed)[f"{RELEASE}-messaging"], internet, 443)
+    release = render(
+        overrides={
+            "services": {
+                "messaging": {
+                    "secretEnv": {
+                        "OMNI_MESSAGING_TWILIO_AUTH_TOKEN": {
+                            "secretName": "omni-messaging",
+                            "key": "twilio-token",
+                        }
+                    },
+                    "secretFiles": [{"secretName": "omni-messaging-fcm", "mountPath": "/var/run/omni/fcm"}],
+                    "networkPolicy": {
+                        "egressTo": [
+                            {
+                                "to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+                                "ports": [{"port": 443, "protocol": "TCP"}],
+                            }
+                        ]
+                    },
+                }
+            }
+        }
+    )
+    container = inv._container(release, "messaging") or {}
+    env = env_of(container)
+    assert env["OMNI_MESSAGING_TWILIO_AUTH_TOKEN"] == {
+        "secretKeyRef": {"name": "omni-messaging", "key": "twilio-token"}
+    }
+    assert {"name": "secret-file-0", "mountPath": "/var/run/omni/fcm", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    policies = [m.doc for m in release.of_kind("NetworkPolicy")]
+    pods = pods_of(release)
+    assert allowed(policies, pods[f"{RELEASE}-messaging"], internet, 443)
+    assert not allowed(policies, pods[f"{RELEASE}-messaging"], Pod("elsewhere", ip="198.51.100.9"), 443)
+    assert not allowed(policies, pods[f"{RELEASE}-cart"], internet, 443)
+    migration = release.get("Job", f"{RELEASE}-messaging-migrate")
+    job_env = env_of(migration.doc["spec"]["template"]["spec"]["containers"][0])
+    assert "OMNI_MESSAGING_TWILIO_AUTH_TOKEN" not in job_env  # a migration needs no credentials

@@ -328,3 +328,13 @@ async def test_client_cancelling_a_stream_is_logged_without_touching_the_dead_ca
         r for r in caplog.records if r.name == "omni.access" and getattr(r, "grpc_code", "") == "CANCELLED"
     ]
     assert cancelled
+
+
+def test_a_method_the_servicer_does_not_implement_answers_unimplemented() -> None:
+    """The generated servicer base raises NotImplementedError for RPCs a service has not built
+    yet (messaging's conversations until part 2): UNIMPLEMENTED, not INTERNAL."""
+    from omni_runtime.interceptors.errors import translate
+
+    mapped = translate(NotImplementedError("Method not implemented!"))
+    assert mapped is not None
+    assert mapped.code is grpc.StatusCode.UNIMPLEMENTED

@@ -25,6 +25,10 @@ def translate(exc: BaseException) -> errors.OmniError | None:
     """Map infrastructure exceptions with a clear meaning to domain errors; None if unknown."""
     if isinstance(exc, errors.OmniError):
         return exc
+    if isinstance(exc, NotImplementedError):
+        # The generated servicer's default for an RPC of the contract the service does not
+        # implement yet: UNIMPLEMENTED, as grpc itself would answer, not INTERNAL.
+        return errors.Unimplemented("this method is not implemented yet", reason="NOT_IMPLEMENTED")
     if isinstance(exc, TimeoutError):
         return errors.DeadlineExceeded("the call did not finish within its deadline")
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
@@ -53,7 +57,7 @@ class ErrorStage(Stage):
         info, context, exc = call.info, call.context, error
         mapped = translate(exc)
         if mapped is not None:
-            if mapped is not exc:
+            if mapped is not exc and not isinstance(exc, NotImplementedError):
                 log.warning("%s: %s", info.full_method, exc.__class__.__name__, exc_info=exc)
             await abort_with(context, mapped.to_status())
             return

@@ -261,6 +261,14 @@ Call with (dict "root" $ "svc" $svc).
 {{- if $svc.nats.enabled }}
 {{- include "omni.natsUrlEnv" $root }}
 {{- end }}
+{{- range $k := keys ($svc.secretEnv | default dict) | sortAlpha }}
+{{- $ref := get $svc.secretEnv $k }}
+- name: {{ $k }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secretName }}
+      key: {{ $ref.key }}
+{{- end }}
 {{- end -}}
 
 {{/* Name of the Secret holding the identity service's JWT signing keys. */}}
