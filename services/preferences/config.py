@@ -11,6 +11,8 @@ wins: both sets of quiet hours and both sets of caps apply):
   (``push,email,sms,mobile_app,web,social,call_center``).
 - ``CONFIRMATION_TTL_SECONDS`` (259200, 3 days): how long a double opt-in token is valid.
 - ``SWEEP_INTERVAL_SECONDS`` (60): how often expired pending consents are dropped to DENIED.
+- ``DEFAULT_LANGUAGE`` (``en``): DecideContact's language_code when neither the preferences nor
+  the profile name one.
 - ``PSEUDONYM_KEY``: the HMAC key that turns an erased customer's id into the pseudonym kept on
   the consent ledger (required outside local development; keep it secret and stable).
 """
@@ -23,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from omni_runtime.config import ConfigError, Settings
 from omni_runtime.context import channel_from_name
+from omni_runtime.validation import Checker
 from services.preferences.domain import checks
 from services.preferences.domain.caps import Cap
 from services.preferences.domain.channels import CONTACTABLE
@@ -97,6 +100,14 @@ def parse_caps(raw: str) -> tuple[Cap, ...]:
     return tuple(caps)
 
 
+def _language(tag: str) -> str:
+    check = Checker()
+    checks.language(check, "DEFAULT_LANGUAGE", tag)
+    if check.violations or not tag:
+        raise ConfigError(f"OMNI_PREFERENCES_DEFAULT_LANGUAGE must be a BCP-47 tag, got {tag!r}")
+    return tag
+
+
 def _seconds(settings: Settings, name: str, default: float) -> float:
     raw = settings.setting(name, str(default))
     try:
@@ -117,6 +128,7 @@ class PreferencesConfig:
     confirmation_ttl: timedelta = timedelta(days=3)
     sweep_interval: float = 60.0
     pseudonym_key: bytes = LOCAL_PSEUDONYM_KEY.encode()
+    default_language: str = "en"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PreferencesConfig:
@@ -139,4 +151,5 @@ class PreferencesConfig:
             confirmation_ttl=timedelta(seconds=_seconds(settings, "CONFIRMATION_TTL_SECONDS", 259_200)),
             sweep_interval=_seconds(settings, "SWEEP_INTERVAL_SECONDS", 60),
             pseudonym_key=settings.setting("PSEUDONYM_KEY", LOCAL_PSEUDONYM_KEY).encode(),
+            default_language=_language(settings.setting("DEFAULT_LANGUAGE", "en")),
         )

@@ -71,6 +71,22 @@ async def replace(
     return True
 
 
+async def profile_language(
+    session: AsyncSession, customer_id: str, language: str, occur_time: datetime
+) -> None:
+    """The profile's language, for DecideContact's language_code when preferences name none."""
+    pf = store.profile_facts
+    await session.execute(
+        insert(pf)
+        .values(customer_id=customer_id, language_code=language, occur_time=occur_time)
+        .on_conflict_do_update(
+            index_elements=[pf.c.customer_id],
+            set_={"language_code": language, "occur_time": occur_time},
+            where=pf.c.occur_time <= occur_time,
+        )
+    )
+
+
 async def of_customer(session: AsyncSession, customer_id: str, channel: int | None = None) -> list[Point]:
     cp = store.contact_points
     statement = select(cp.c.channel, cp.c.value, cp.c.verified, cp.c.is_primary).where(
@@ -103,4 +119,5 @@ async def erase(session: AsyncSession, customer_id: str) -> int:
     cp, marks = store.contact_points, store.projection_marks
     result = await session.execute(delete(cp).where(cp.c.customer_id == customer_id))
     await session.execute(delete(marks).where(marks.c.customer_id == customer_id))
+    await session.execute(delete(store.profile_facts).where(store.profile_facts.c.customer_id == customer_id))
     return store.count_rows(result)

@@ -3,21 +3,23 @@
 A decision reads everything it needs about the customer in one statement (preferences, the
 consents for the topic and "*", the channels with a contact point, whether the customer can be
 contacted at all, and the marketing contacts near the moment), then applies the pure rules of
-``domain.decision``. A reserving decision (``reserve``) and RecordContact take the customer's
-advisory lock first and count the contact in the same transaction, so concurrent senders are
-serialised per customer and a cap is never exceeded; they are idempotent by request id.
+``domain.decision``. A reserving decision (``reserve``) and a RecordContact claim
+(``only_within_caps``) take the customer's advisory lock first and count the contact in the same
+transaction, so concurrent senders are serialised per customer and a cap is never exceeded; a
+plain RecordContact records a contact already made, always. All are idempotent by request id.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from google.protobuf import empty_pb2
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import SmallInteger
+from sqlalchemy.types import SmallInteger, Text
 
 from omni.preferences.v1 import preferences_service_pb2 as svc
 from omni.preferences.v1 import resources_pb2 as res
@@ -36,8 +38,9 @@ _SITUATION = text(
     """
     SELECT
       (SELECT json_build_object('preferred', preferred_channels, 'quiet', quiet_hours,
-                                'zone', time_zone, 'caps', frequency_caps)
+                                'zone', time_zone, 'caps', frequency_caps, 'language', language_code)
          FROM preferences WHERE customer_id = :c) AS prefs,
+      (SELECT language_code FROM profile_facts WHERE customer_id = :c) AS profile_language,
       (SELECT coalesce(json_agg(json_build_array(id, channel, topic, state, legal_basis)), '[]')
          FROM consents WHERE customer_id = :c AND topic IN (:topic, '*')) AS consents,
       (SELECT coalesce(array_agg(DISTINCT channel), '{}')
@@ -47,24 +50,39 @@ _SITUATION = text(
          FROM contacts WHERE customer_id = :c AND :marketing
           AND contact_time > :since AND contact_time < :until) AS contacts
     """
-).columns(prefs=JSONB, consents=JSONB, points=ARRAY(SmallInteger), blocked=SmallInteger, contacts=JSONB)
+).columns(
+    prefs=JSONB,
+    profile_language=Text,
+    consents=JSONB,
+    points=ARRAY(SmallInteger),
+    blocked=SmallInteger,
+    contacts=JSONB,
+)
+
+
+def _params(customer_id: str, topic: str, purpose: int, at: datetime) -> dict[str, Any]:
+    return {
+        "c": customer_id,
+        "topic": topic,
+        "marketing": purpose == rules.MARKETING,
+        "since": at - MAX_CAP_PERIOD,
+        "until": at + MAX_CAP_PERIOD,
+    }
 
 
 async def situation(
-    session: AsyncSession, unit: Unit, customer_id: str, topic: str, purpose: int, at: datetime
-) -> rules.Situation:
-    row = (
-        await session.execute(
-            _SITUATION,
-            {
-                "c": customer_id,
-                "topic": topic,
-                "marketing": purpose == rules.MARKETING,
-                "since": at - MAX_CAP_PERIOD,
-                "until": at + MAX_CAP_PERIOD,
-            },
-        )
-    ).one()
+    session: AsyncSession | None, unit: Unit, customer_id: str, topic: str, purpose: int, at: datetime
+) -> tuple[rules.Situation, str]:
+    """What the decision depends on, and the language to write in (preferences, then the
+    profile, then the business default). Without a session (a plain decision), one statement
+    straight through the driver; with one, inside its transaction (a reservation)."""
+    params = _params(customer_id, topic, purpose, at)
+    if session is None:
+        found = await unit.db.fetch_one(_SITUATION, params)
+        assert found is not None  # scalar subqueries: always one row
+        row: Any = SimpleNamespace(**found)
+    else:
+        row = (await session.execute(_SITUATION, params)).one()
     prefs: dict[str, Any] = row.prefs or {}
     config = unit.config
     zone = checks.zone(prefs.get("zone") or "") or config.default_zone
@@ -72,6 +90,7 @@ async def situation(
         rules.ConsentView(convert.consent_name(customer_id, cid), ch, t, state, basis)
         for cid, ch, t, state, basis in row.consents
     ]
+    language = prefs.get("language") or row.profile_language or config.default_language
     return rules.Situation(
         preferred=tuple(prefs.get("preferred") or ()),
         consents=rules.effective(consents, topic),
@@ -81,7 +100,7 @@ async def situation(
         caps=convert.caps(prefs.get("caps") or ()) + config.business_caps,
         contacts=tuple(Contact(ch, t, datetime.fromisoformat(when)) for ch, t, when in row.contacts),
         contactable=row.blocked is None,
-    )
+    ), language
 
 
 def _evaluation(v: rules.Verdict) -> svc.ChannelEvaluation:
@@ -100,9 +119,11 @@ def _count_decision(purpose: int, verdict: rules.Verdict) -> None:
     metrics.DECISIONS.labels(purpose_label, "allowed" if verdict.allowed else "refused", reason).inc()
 
 
-def _response(d: rules.Decision) -> svc.DecideContactResponse:
+def _response(d: rules.Decision, language: str, reserved: bool = False) -> svc.DecideContactResponse:
     v = d.verdict
     out = svc.DecideContactResponse(
+        language_code=language,
+        reserved=reserved,
         allowed=v.allowed,
         channel=v.channel,  # type: ignore[arg-type]
         reasons=v.reasons,  # type: ignore[arg-type]
@@ -134,22 +155,25 @@ async def decide_contact(
             default_order=unit.config.channel_order,
         )
 
-    if not request.reserve:
-        async with unit.db.read() as session:  # one statement: no transaction needed
-            s = await situation(session, unit, customer_id, request.topic, purpose, at)
+    # Only marketing contacts are counted, so only they make a reservation: any other decision
+    # is a read, answered without a transaction whether or not `reserve` is set.
+    if not request.reserve or purpose != rules.MARKETING:
+        s, language = await situation(None, unit, customer_id, request.topic, purpose, at)
         decision = run(s)
         _count_decision(purpose, decision.verdict)
-        return _response(decision)
+        return _response(decision, language)
 
     async def work(session: AsyncSession) -> svc.DecideContactResponse:
         await store.lock_customer(session, customer_id)
-        decision = run(await situation(session, unit, customer_id, request.topic, purpose, at))
+        s, language = await situation(session, unit, customer_id, request.topic, purpose, at)
+        decision = run(s)
         verdict = decision.verdict
-        if verdict.allowed and purpose == rules.MARKETING:
+        reserved = verdict.allowed
+        if reserved:
             await _count(session, customer_id, verdict.channel, request.topic, at, request.request_id)
             after_commit(session, lambda: metrics.CONTACTS.labels("reserved", "counted").inc())
         after_commit(session, lambda: _count_decision(purpose, verdict))
-        return _response(decision)
+        return _response(decision, language, reserved)
 
     return await once(
         unit.db,
@@ -182,7 +206,11 @@ async def record_contact(unit: Unit, request: svc.RecordContactRequest, customer
 
     async def work(session: AsyncSession) -> empty_pb2.Empty:
         await store.lock_customer(session, customer_id)
-        s = await situation(session, unit, customer_id, request.topic, rules.MARKETING, at)
+        if not request.only_within_caps:  # a contact already made: a fact, always counted
+            await _count(session, customer_id, request.channel, request.topic, at, request.request_id)
+            after_commit(session, lambda: metrics.CONTACTS.labels("recorded", "counted").inc())
+            return empty_pb2.Empty()
+        s, _ = await situation(session, unit, customer_id, request.topic, rules.MARKETING, at)
         free = blocked_until(s.caps, s.contacts, request.channel, request.topic, at)
         if free is not None:
             metrics.CONTACTS.labels("recorded", "capped").inc()

@@ -156,9 +156,9 @@ class Handlers:
             for cp in updated.snapshot.contact_points
             for channel in channels.PROFILE_KINDS.get(cp.kind, ())
         ]
-        await contact_points.replace(
-            session, customer_id, contact_points.PROFILE, points, _time(updated.occur_time)
-        )
+        occur = _time(updated.occur_time)
+        await contact_points.replace(session, customer_id, contact_points.PROFILE, points, occur)
+        await contact_points.profile_language(session, customer_id, updated.snapshot.language_code, occur)
 
     async def on_identifier(self, session: AsyncSession, event: Event) -> None:
         if event.subject == IDENTIFIER_LINKED:

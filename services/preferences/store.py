@@ -150,6 +150,15 @@ projection_marks = Table(
     Column("occur_time", TS, nullable=False),
 )
 
+# What the profile says that a decision needs besides contact points: its language.
+profile_facts = Table(
+    "profile_facts",
+    metadata,
+    Column("customer_id", Text, primary_key=True),
+    Column("language_code", Text, nullable=False, server_default=""),
+    Column("occur_time", TS, nullable=False),
+)
+
 customer_states = Table(
     "customer_states",
     metadata,

@@ -173,7 +173,8 @@ async def test_order_placed_is_confirmed_by_the_preferred_channel(
     assert sms["body"] == "Omni: order O-26-000123 confirmed, total 129.90 EUR. Thank you!"
     assert not sinks.smtp.to(customer.email)  # one channel: the preferred one
     page = await api.ListNotifications(svc.ListNotificationsRequest(customer=customer.name))
-    [notification] = page.notifications
+    # The sink may see the message before the notification's SENT is committed: wait for it.
+    [notification] = [await final(api, n.name) for n in page.notifications]
     assert notification.subject_resource == order.name and notification.chosen_channel == SMS
     assert notification.purpose == pref.CONTACT_PURPOSE_TRANSACTIONAL
 

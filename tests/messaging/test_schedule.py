@@ -151,8 +151,11 @@ async def test_two_replicas_share_the_schedule_without_duplicates(
     token = make_token("serviceClients/web-backend", ["service"], ttl_seconds=3600)
     md = (*bearer(token), ("x-omni-channel", "web"))
     async with contextlib.AsyncExitStack() as stack:
+        # No worker dies here: leases long enough that a slow, shared machine loses none.
         replicas = [
-            await stack.enter_async_context(messaging_replica(messaging_settings(), key_source, make_token))
+            await stack.enter_async_context(
+                messaging_replica(messaging_settings(LEASE_SECONDS="30"), key_source, make_token)
+            )
             for _ in range(2)
         ]
         people = await customers(omni_infra, preferences, db, token, 5)

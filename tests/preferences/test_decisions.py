@@ -213,7 +213,11 @@ async def test_caps_hold_under_twenty_concurrent_record_contact_calls(
     record = [
         backend.RecordContact(
             svc.RecordContactRequest(
-                name=f"{customer}/preferences", channel=ch.CHANNEL_EMAIL, topic="offers", request_id=rid()
+                name=f"{customer}/preferences",
+                channel=ch.CHANNEL_EMAIL,
+                topic="offers",
+                request_id=rid(),
+                only_within_caps=True,
             )
         )
         for _ in range(20)
@@ -258,7 +262,8 @@ async def test_reserving_decisions_count_once_and_never_exceed_a_cap(
     now = datetime.now(UTC).replace(microsecond=0)
     one = decide(customer, at=now, channel=ch.CHANNEL_SMS, reserve=True, request_id=rid())
     first = await backend.DecideContact(one)
-    assert first.allowed and await backend.DecideContact(one) == first, "a retry is answered, not counted"
+    assert first.allowed and first.reserved and first.language_code == "en"
+    assert await backend.DecideContact(one) == first, "a retry is answered, not counted"
     answers = await asyncio.gather(
         *(
             backend.DecideContact(
@@ -267,7 +272,7 @@ async def test_reserving_decisions_count_once_and_never_exceed_a_cap(
             for _ in range(10)
         )
     )
-    assert sum(a.allowed for a in answers) == 2
+    assert sum(a.allowed for a in answers) == 2 == sum(a.reserved for a in answers)
     assert all(list(a.reasons) == [R.DECISION_REASON_FREQUENCY_CAP] for a in answers if not a.allowed)
     # The cap is on SMS only: without a channel the decision falls back to e-mail.
     auto = await backend.DecideContact(
@@ -288,6 +293,12 @@ async def test_reserving_decisions_count_once_and_never_exceed_a_cap(
 
 async def test_record_contact_is_idempotent_and_ignores_non_marketing(backend: Caller, db: Database) -> None:
     customer = new_customer()
+    await prefs(
+        backend,
+        customer,
+        language_code="ro-RO",
+        frequency_caps=[res.FrequencyCap(max_count=1, period=duration_pb2.Duration(seconds=3600))],
+    )
     request = svc.RecordContactRequest(
         name=f"{customer}/preferences", channel=ch.CHANNEL_CALL_CENTER, topic="offers", request_id=rid()
     )
@@ -306,6 +317,14 @@ async def test_record_contact_is_idempotent_and_ignores_non_marketing(backend: C
             )
         ).scalar()
     assert counted == 1
+    # A contact already made is counted even past a cap; decisions then wait for it to free up.
+    await backend.RecordContact(
+        svc.RecordContactRequest(
+            name=f"{customer}/preferences", channel=ch.CHANNEL_CALL_CENTER, topic="offers"
+        )
+    )
+    got = await backend.DecideContact(decide(customer, at=datetime.now(UTC), channel=ch.CHANNEL_WEB))
+    assert R.DECISION_REASON_FREQUENCY_CAP in got.reasons and got.language_code == "ro-RO"
 
 
 async def test_a_customer_decides_only_about_themselves(as_role: Callable[..., Caller]) -> None:

@@ -186,7 +186,9 @@ async def test_contact_points_follow_profile_and_identity(
             customer=customer,
             profile=f"{customer}/profile",
             changed_fields=["contact_points"],
-            snapshot=profile_res.Profile(name=f"{customer}/profile", contact_points=points),
+            snapshot=profile_res.Profile(
+                name=f"{customer}/profile", contact_points=points, language_code="de-AT"
+            ),
             occur_time=timestamp_pb2.Timestamp(seconds=seconds),
         )
 
@@ -200,7 +202,8 @@ async def test_contact_points_follow_profile_and_identity(
 
     await eventually(push_known, 15)
     decide = svc.DecideContactRequest(name=f"{customer}/preferences", topic="offers", channel=PUSH)
-    assert (await backend.DecideContact(decide)).allowed
+    allowed = await backend.DecideContact(decide)
+    assert allowed.allowed and allowed.language_code == "de-AT", "the profile's language, none in preferences"
     # An older snapshot arriving late does not undo the newer one; a newer empty one does.
     await publish_event(omni_infra.nats_url, profile(seconds=1_000_000_000))
     await publish_event(omni_infra.nats_url, profile(seconds=2_000_000_100))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from sqlalchemy import event, exc, text
+from sqlalchemy import Executable, event, exc, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
@@ -82,6 +84,13 @@ def _observe_pool(engine: AsyncEngine, service: str) -> None:
     metrics.initialise(metrics.DB_POOL_WAITING, [(service,)])
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+    """The driver's SQL for ``statement`` ($1, $2, … for asyncpg) and its parameter names in order."""
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
 class Database:
     """Owns the connection pool; hands out sessions whose transaction commits on success.
 
@@ -140,6 +149,17 @@ class Database:
         ``transaction``. Writing through it is a mistake (each statement would commit alone)."""
         async with self._reads() as session:
             yield session
+
+    async def fetch_one(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The first row of one read-only statement, straight through the driver: no session, no
+        transaction, no ORM (~1 ms less per call than ``read``, which matters on a hot path such as
+        DecideContact). Values are the driver's (JSON decoded, arrays as lists, aware datetimes).
+        ``statement`` is compiled once per statement object, so pass module-level statements."""
+        sql, names = _compiled(statement, self.engine.dialect)
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            row = await raw.driver_connection.fetchrow(sql, *(params[n] for n in names))  # type: ignore[union-attr]
+        return None if row is None else dict(row)
 
     async def ping(self) -> bool:
         try:

@@ -173,6 +173,12 @@ def upgrade() -> None:
         sa.Column("occur_time", TS, nullable=False),
     )
     op.create_table(
+        "profile_facts",
+        sa.Column("customer_id", sa.Text, primary_key=True),
+        sa.Column("language_code", sa.Text, nullable=False, server_default=""),
+        sa.Column("occur_time", TS, nullable=False),
+    )
+    op.create_table(
         "customer_states",
         sa.Column("customer_id", sa.Text, primary_key=True),
         sa.Column("state", sa.SmallInteger, nullable=False),
@@ -196,6 +202,7 @@ def downgrade() -> None:
     for table in (
         "merges",
         "customer_states",
+        "profile_facts",
         "projection_marks",
         "contact_points",
         "contacts",
