@@ -78,6 +78,12 @@ class Settings:
     service_client_secret: str = field(default="", repr=False)
     version: str = "0.1.0"
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Database connections kept open per process, and how many more may open at a peak. A
+    # connection opened beyond the pool is closed when it is returned, so the next peak opens it
+    # again (connect, authenticate, learn the types, prepare every statement anew): size the pool
+    # for the concurrency a process serves (OMNI_DB_POOL_SIZE, OMNI_DB_MAX_OVERFLOW).
+    db_pool_size: int = 20
+    db_max_overflow: int = 10
 
     def target(self, peer: str) -> str:
         try:
@@ -120,6 +126,8 @@ class Settings:
             service_client_secret=env.get("OMNI_SERVICE_CLIENT_SECRET", ""),
             version=env.get("OMNI_VERSION", "0.1.0"),
             extra=extra,
+            db_pool_size=_int(env, "OMNI_DB_POOL_SIZE", 20),
+            db_max_overflow=_int(env, "OMNI_DB_MAX_OVERFLOW", 10),
         )
 
     def setting(self, name: str, default: str) -> str:

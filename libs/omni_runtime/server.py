@@ -182,7 +182,16 @@ class ServiceHost:
                 metrics.serve_metrics(settings.metrics_port)
         metrics.BUILD_INFO.labels(settings.service, settings.version).set(1)
         defn = self.definition
-        db = Database(settings.database_url, service=settings.service) if defn.uses_database else None
+        db = (
+            Database(
+                settings.database_url,
+                service=settings.service,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+            )
+            if defn.uses_database
+            else None
+        )
         bus = (
             EventBus(settings.nats_url, name=f"omni-{settings.service}", service=settings.service)
             if defn.uses_events

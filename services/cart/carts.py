@@ -223,7 +223,7 @@ class CartOps:
         cart.version += 1
         cart.update_time = now
         cart.last_channel = channel_ref(current_channel.get())
-        await store.save_cart(session, cart)
+        store.save_cart(session, cart)
         event = self.updated_event(cart, kind, line_ids, order=order)
         await self.outbox.emit(session, event)
         return event

@@ -125,7 +125,7 @@ class Checkout:
     ) -> r.Order:
         cart_name = f"customers/{customer}/cart"
         scope = f"Checkout:{cart_name}"
-        async with self.db.transaction() as session:
+        async with self.db.read() as session:  # the cart is checked again under its lock
             replay = await recall(session, scope, request_id, request, r.Order)
             current = await store.read_cart(session, customer)
         if replay is not None:
@@ -168,8 +168,8 @@ class Checkout:
             order = await self._build_order(
                 session, order_name, cart, groups, made, now, shipping_address, payment_reference
             )
-            await store.insert_order(session, order_id, customer, order)
-            await store.finish_attempt(session, order_name)
+            store.insert_order(session, order_id, customer, order)
+            await store.finish_attempt(session, order_name, deferred=True)
             line_rules.clear(cart)
             event = await self.ops.commit_change(
                 session, cart, r.CART_CHANGE_KIND_CHECKED_OUT, [], now, order=order_name

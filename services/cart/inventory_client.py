@@ -7,7 +7,6 @@ deadline, trace context, channel headers, request id and the cart's service toke
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -113,36 +112,55 @@ class InventoryClient:
 
     async def item(self, name: str, *, fresh: bool = False) -> CatalogItem | None:
         """The catalogue entry of ``items/…``, or None when there is no such item."""
-        now = time.monotonic()
-        if not fresh and self.cache_seconds > 0:
-            cached = self._cache.get(name)
-            if cached is not None and now - cached[0] < self.cache_seconds:
-                return cached[1]
-        read_time = datetime.now(UTC)
-        try:
-            found = await self.stub.GetItem(inv.GetItemRequest(name=name))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                return None
-            raise _unavailable(exc, "read the catalogue") from exc
-        item = CatalogItem(
-            name=found.name,
-            title=found.title,
-            active=found.active,
-            prices={p.currency_code: p.minor_units for p in found.prices},
-            read_time=read_time,
-        )
-        if self.cache_seconds > 0:
-            if len(self._cache) >= self.MAX_CACHED:
-                self._cache.clear()
-            self._cache[name] = (now, item)
-        return item
+        return (await self.items([name], fresh=fresh))[name]
 
     async def items(self, names: Iterable[str], *, fresh: bool = False) -> dict[str, CatalogItem | None]:
-        """Several items at once (concurrently: the catalogue has no batch read)."""
+        """Several items (None: not in the catalogue), recent reads from the cache unless
+        ``fresh``, the rest in one BatchGetItems call."""
         wanted = list(dict.fromkeys(names))
-        found = await asyncio.gather(*(self.item(n, fresh=fresh) for n in wanted))
-        return dict(zip(wanted, found, strict=True))
+        now = time.monotonic()
+        out: dict[str, CatalogItem | None] = {}
+        if not fresh and self.cache_seconds > 0:
+            for name in wanted:
+                cached = self._cache.get(name)
+                if cached is not None and now - cached[0] < self.cache_seconds:
+                    out[name] = cached[1]
+        missing = [n for n in wanted if n not in out]
+        if missing:
+            read_time = datetime.now(UTC)
+            for name, found in (await self._batch_get(missing)).items():
+                item = None
+                if found is not None:
+                    item = CatalogItem(
+                        name=found.name,
+                        title=found.title,
+                        active=found.active,
+                        prices={p.currency_code: p.minor_units for p in found.prices},
+                        read_time=read_time,
+                    )
+                out[name] = item
+                if self.cache_seconds > 0:
+                    if len(self._cache) >= self.MAX_CACHED:
+                        self._cache.clear()
+                    self._cache[name] = (now, item)
+        return {name: out[name] for name in wanted}
+
+    async def _batch_get(self, names: list[str]) -> dict[str, inv_r.Item | None]:
+        """The items the catalogue has of ``names``; one call, plus one per missing item."""
+        absent: dict[str, inv_r.Item | None] = {}
+        asked = list(names)
+        while asked:
+            try:
+                answer = await self.stub.BatchGetItems(inv.BatchGetItemsRequest(names=asked))
+            except grpc.aio.AioRpcError as exc:
+                gone = _unknown_items(exc, asked)
+                if not gone:
+                    raise _unavailable(exc, "read the catalogue") from exc
+                absent.update(dict.fromkeys(gone))
+                asked = [n for n in asked if n not in gone]
+                continue
+            return {**absent, **{item.name: item for item in answer.items}}
+        return absent
 
     async def store(self, store: str, items: Sequence[str]) -> StoreView | None:
         """A store's pickup flag, name and availability of ``items``; None if it is unknown."""
@@ -269,6 +287,30 @@ class InventoryClient:
             if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
                 raise _refusal(exc) from exc
             raise _unavailable(exc, "extend the reservation") from exc
+
+
+def _unknown_items(exc: grpc.aio.AioRpcError, asked: Sequence[str]) -> list[str]:
+    """The asked names a BatchGetItems refusal says are not in the catalogue (NOT_FOUND names the
+    first; INVALID_ARGUMENT the malformed ones): none when it refused for another reason."""
+    status = status_of(exc)
+    details = unpack_details(status) if status is not None else {}
+    if exc.code() == grpc.StatusCode.NOT_FOUND:
+        info = details.get("ErrorInfo")
+        if isinstance(info, error_details_pb2.ErrorInfo) and info.metadata.get("resource") in asked:
+            return [info.metadata["resource"]]
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        bad = details.get("BadRequest")
+        if isinstance(bad, error_details_pb2.BadRequest):
+            indexes = [_index(v.field) for v in bad.field_violations]
+            return [asked[i] for i in indexes if i is not None and i < len(asked)]
+    return []
+
+
+def _index(field: str) -> int | None:
+    """``names[3]`` → 3."""
+    if field.startswith("names[") and field.endswith("]") and field[6:-1].isdigit():
+        return int(field[6:-1])
+    return None
 
 
 def _refusal(exc: grpc.aio.AioRpcError) -> ReservationRefused:

@@ -9,8 +9,9 @@ on each other.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,9 +25,11 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
@@ -34,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ColumnElement
 
 from omni.cart.v1 import resources_pb2 as r
+from omni_runtime.db.engine import Reader, defer_statement
 from omni_runtime.listing import ListQuery
 from services.cart.domain import orders as order_rules
 from services.cart.domain.model import AppliedCode, Cart, ChannelRef, Line
@@ -132,9 +136,12 @@ def cart_from_row(row: Any) -> Cart:
     )
 
 
-async def read_cart(session: AsyncSession, customer: str) -> Cart:
+_READ_CART = select(carts).where(carts.c.customer == bindparam("customer"))  # built once
+
+
+async def read_cart(session: Reader, customer: str) -> Cart:
     """The cart as stored, or the empty cart every customer implicitly has (version 0)."""
-    row = (await session.execute(select(carts).where(carts.c.customer == customer))).first()
+    row = (await session.execute(_READ_CART, {"customer": customer})).first()
     return cart_from_row(row) if row is not None else Cart(customer=customer)
 
 
@@ -173,26 +180,37 @@ async def lock_cart(session: AsyncSession, customer: str) -> Cart:
     return (await lock_carts(session, [customer]))[customer]
 
 
-async def save_cart(session: AsyncSession, cart: Cart) -> None:
+_SAVE_CART = (
+    "UPDATE carts SET version = :version, currency = :currency,"
+    " lines = CAST(CAST(:lines AS text) AS jsonb), codes = CAST(CAST(:codes AS text) AS jsonb),"
+    " last_channel = CAST(CAST(:last_channel AS text) AS jsonb), next_line = :next_line,"
+    " item_count = :item_count, create_time = :create_time, update_time = :update_time,"
+    " abandoned_at = NULL WHERE customer = :customer"
+)
+
+
+def save_cart(session: AsyncSession, cart: Cart) -> None:
     """Write a locked cart back; the caller has already bumped ``cart.version``.
 
-    Any change starts a new idle period for the abandonment sweep.
+    The write goes with the transaction's last statement (``defer_statement``): it is the
+    cart's final change in its transaction, and with the events and the stored answer it costs
+    no round trip of its own. Any change starts a new idle period for the abandonment sweep.
     """
-    await session.execute(
-        update(carts)
-        .where(carts.c.customer == cart.customer)
-        .values(
-            version=cart.version,
-            currency=cart.currency,
-            lines=[line.to_json() for line in cart.lines],
-            codes=[code.to_json() for code in cart.codes],
-            last_channel=cart.last_channel.to_json(),
-            next_line=cart.next_line,
-            item_count=cart.item_count,
-            create_time=cart.create_time,
-            update_time=cart.update_time,
-            abandoned_at=None,
-        )
+    defer_statement(
+        session,
+        _SAVE_CART,
+        {
+            "customer": cart.customer,
+            "version": cart.version,
+            "currency": cart.currency,
+            "lines": json.dumps([line.to_json() for line in cart.lines]),
+            "codes": json.dumps([code.to_json() for code in cart.codes]),
+            "last_channel": json.dumps(cart.last_channel.to_json()),
+            "next_line": cart.next_line,
+            "item_count": cart.item_count,
+            "create_time": cart.create_time,
+            "update_time": cart.update_time,
+        },
     )
 
 
@@ -317,28 +335,37 @@ def _order_values(order: r.Order, version: int) -> dict[str, Any]:
         "pickup_stores": order_rules.pickup_stores(order),
         "group_states": [g.state for g in order.fulfillment_groups],
         "version": version,
-        "update_time": order.update_time.ToDatetime().astimezone(),
+        "update_time": order.update_time.ToDatetime(tzinfo=UTC),
         "doc": order.SerializeToString(),
     }
 
 
-async def insert_order(session: AsyncSession, order_id: str, customer: str, order: r.Order) -> None:
-    await session.execute(
-        insert(orders).values(
-            id=order_id,
-            customer=customer,
-            order_number=order.order_number,
-            channel=order.channel.channel,
-            channel_store=order.channel.store,
-            create_time=order.create_time.ToDatetime().astimezone(),
+_INSERT_ORDER = (
+    "INSERT INTO orders (id, customer, order_number, state, channel, channel_store, pickup_stores,"
+    " group_states, version, create_time, update_time, doc) VALUES (:id, :customer, :order_number,"
+    " :state, :channel, :channel_store, CAST(:pickup_stores AS text[]),"
+    " CAST(:group_states AS smallint[]), :version, :create_time, :update_time, :doc)"
+)
+
+
+def insert_order(session: AsyncSession, order_id: str, customer: str, order: r.Order) -> None:
+    """Store a placed order, with the transaction's last statement (nothing reads it back)."""
+    defer_statement(
+        session,
+        _INSERT_ORDER,
+        {
+            "id": order_id,
+            "customer": customer,
+            "order_number": order.order_number,
+            "channel": order.channel.channel,
+            "channel_store": order.channel.store,
+            "create_time": order.create_time.ToDatetime(tzinfo=UTC),
             **_order_values(order, int(order.etag)),
-        )
+        },
     )
 
 
-async def load_order(
-    session: AsyncSession, customer: str, order_id: str, *, lock: bool = False
-) -> r.Order | None:
+async def load_order(session: Reader, customer: str, order_id: str, *, lock: bool = False) -> r.Order | None:
     query = select(orders.c.doc).where(orders.c.id == order_id, orders.c.customer == customer)
     if lock:
         query = query.with_for_update()
@@ -373,6 +400,11 @@ async def order_exists(session: AsyncSession, order_name: str) -> bool:
 
 
 async def start_attempt(session: AsyncSession, order_name: str, customer: str) -> None:
+    """Journal a checkout before it reserves. Committed asynchronously: the row only helps
+    the sweeper clean up after a crash of the cart process, and PostgreSQL writes it within a
+    fraction of a second (it is lost only if PostgreSQL itself crashes before then, when the
+    reservations fall back on their expiry); the checkout is spared a WAL flush."""
+    await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
     stmt = insert(checkout_attempts).values(order_name=order_name, customer=customer, started=func.now())
     await session.execute(
         stmt.on_conflict_do_update(
@@ -381,7 +413,15 @@ async def start_attempt(session: AsyncSession, order_name: str, customer: str) -
     )
 
 
-async def finish_attempt(session: AsyncSession, order_name: str) -> None:
+async def finish_attempt(session: AsyncSession, order_name: str, *, deferred: bool = False) -> None:
+    """Drop a checkout's journal row (``deferred``: with the transaction's last statement)."""
+    if deferred:
+        defer_statement(
+            session,
+            "DELETE FROM checkout_attempts WHERE order_name = :order_name",
+            {"order_name": order_name},
+        )
+        return
     await session.execute(delete(checkout_attempts).where(checkout_attempts.c.order_name == order_name))
 
 

@@ -82,6 +82,16 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         _raise_if_invalid(check)
         return await catalogue.get_item(self.unit, ids["item"])
 
+    async def BatchGetItems(
+        self, request: svc.BatchGetItemsRequest, context: Context
+    ) -> svc.BatchGetItemsResponse:
+        check = Checker()
+        if check.require("names", list(request.names)) and len(request.names) > MAX_BATCH_ITEMS:
+            check.fail("names", f"must have at most {MAX_BATCH_ITEMS} entries", "TOO_MANY")
+        skus = [check.name(f"names[{i}]", name, ITEM).get("item", "") for i, name in enumerate(request.names)]
+        _raise_if_invalid(check)
+        return svc.BatchGetItemsResponse(items=await catalogue.get_items(self.unit, skus))
+
     async def ListItems(self, request: svc.ListItemsRequest, context: Context) -> svc.ListItemsResponse:
         check = Checker()
         query = catalogue.ITEMS.parse(request, check, scope=("items",))

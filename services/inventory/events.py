@@ -27,8 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omni.inventory.v1 import events_pb2 as ev
 from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.context import ChannelInfo
-from omni_runtime.db import bulk
-from omni_runtime.db.engine import after_commit
+from omni_runtime.db.engine import after_commit, defer_insert
 from omni_runtime.events.outbox import Outbox
 from omni_runtime.timestamps import to_proto
 from services.inventory import convert, metrics, store
@@ -107,9 +106,9 @@ class MovementJournal:
         return values
 
     async def flush(self, extra: Sequence[Message] = ()) -> None:
-        """Append the movements and emit their events (call once, before commit): one statement
-        for every movement and event, whatever their number (plus the subscriptions' when stock
-        comes back)."""
+        """Append the movements and emit their events (call once, before commit). They are
+        written with the transaction's last statement, whatever their number; only stock coming
+        back costs statements of its own (the subscriptions it fires)."""
         moves, self._moves = self._moves, []
         events: list[Message] = list(extra)  # the caller's own events, first
         back: list[tuple[str, str, int]] = []
@@ -151,10 +150,9 @@ class MovementJournal:
                 back.append((loc, sku, move.after.available))
         if back:
             events += await self._back_in_stock(back)
-        await bulk.insert_all(
-            self.session,
-            [(store.stock_movements, [m.values for m in moves]), self.outbox.rows(self.session, events)],
-        )
+        # Written with the transaction's last statement (with the events and the stored answer).
+        defer_insert(self.session, store.stock_movements, [m.values for m in moves])
+        await self.outbox.emit_many(self.session, events)
         kinds = Counter(movement_kind_label(m.values["kind"]) for m in moves)
         after_commit(self.session, lambda: _count_movements(kinds))
 

@@ -492,7 +492,7 @@ async def get_consent(unit: Unit, customer_id: str, consent_id: str) -> res.Cons
 
 
 async def list_consents(unit: Unit, customer_id: str, query: ListQuery) -> svc.ListConsentsResponse:
-    async with unit.db.read() as session:
+    async with unit.db.transaction() as session:
         rows, token = await query.page(session, select(c).where(c.c.customer_id == customer_id))
     return svc.ListConsentsResponse(consents=[convert.consent(r) for r in rows], next_page_token=token)
 

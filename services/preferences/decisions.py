@@ -12,7 +12,6 @@ plain RecordContact records a contact already made, always. All are idempotent b
 from __future__ import annotations
 
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -23,7 +22,7 @@ from sqlalchemy.types import SmallInteger, Text
 
 from omni.preferences.v1 import preferences_service_pb2 as svc
 from omni.preferences.v1 import resources_pb2 as res
-from omni_runtime.db.engine import after_commit
+from omni_runtime.db.engine import Reader, after_commit
 from omni_runtime.db.idempotency import once
 from omni_runtime.errors import ResourceExhausted
 from omni_runtime.timestamps import to_proto, utcnow
@@ -71,18 +70,12 @@ def _params(customer_id: str, topic: str, purpose: int, at: datetime) -> dict[st
 
 
 async def situation(
-    session: AsyncSession | None, unit: Unit, customer_id: str, topic: str, purpose: int, at: datetime
+    reader: Reader, unit: Unit, customer_id: str, topic: str, purpose: int, at: datetime
 ) -> tuple[rules.Situation, str]:
     """What the decision depends on, and the language to write in (preferences, then the
-    profile, then the business default). Without a session (a plain decision), one statement
-    straight through the driver; with one, inside its transaction (a reservation)."""
-    params = _params(customer_id, topic, purpose, at)
-    if session is None:
-        found = await unit.db.fetch_one(_SITUATION, params)
-        assert found is not None  # scalar subqueries: always one row
-        row: Any = SimpleNamespace(**found)
-    else:
-        row = (await session.execute(_SITUATION, params)).one()
+    profile, then the business default): one statement, on a read connection (a plain decision)
+    or in a reservation's transaction."""
+    row = (await reader.execute(_SITUATION, _params(customer_id, topic, purpose, at))).one()
     prefs: dict[str, Any] = row.prefs or {}
     config = unit.config
     zone = checks.zone(prefs.get("zone") or "") or config.default_zone
@@ -158,7 +151,8 @@ async def decide_contact(
     # Only marketing contacts are counted, so only they make a reservation: any other decision
     # is a read, answered without a transaction whether or not `reserve` is set.
     if not request.reserve or purpose != rules.MARKETING:
-        s, language = await situation(None, unit, customer_id, request.topic, purpose, at)
+        async with unit.db.read() as connection:  # one statement: no transaction needed
+            s, language = await situation(connection, unit, customer_id, request.topic, purpose, at)
         decision = run(s)
         _count_decision(purpose, decision.verdict)
         return _response(decision, language)

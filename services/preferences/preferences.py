@@ -19,6 +19,7 @@ from omni.preferences.v1 import events_pb2 as ev
 from omni.preferences.v1 import preferences_service_pb2 as svc
 from omni.preferences.v1 import resources_pb2 as res
 from omni_runtime.context import current_principal
+from omni_runtime.db.engine import Reader
 from omni_runtime.db.idempotency import once
 from omni_runtime.errors import Aborted
 from omni_runtime.timestamps import to_proto, utcnow
@@ -38,7 +39,7 @@ FIELDS = (
 p = store.preferences
 
 
-async def row_of(session: AsyncSession, customer_id: str, *, lock: bool = False) -> Any:
+async def row_of(session: Reader, customer_id: str, *, lock: bool = False) -> Any:
     statement = select(p).where(p.c.customer_id == customer_id)
     return (await session.execute(statement.with_for_update() if lock else statement)).first()
 

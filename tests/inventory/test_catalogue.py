@@ -67,6 +67,21 @@ async def test_create_get_and_update_an_item(api: Api) -> None:
     assert (partial.title, partial.description) == ("Big blue mug", "Porcelain")
 
 
+async def test_batch_get_answers_in_the_order_asked_or_not_found_for_the_first_missing(api: Api) -> None:
+    first, second = await api.item(), await api.item()
+    got = await api.BatchGetItems(svc.BatchGetItemsRequest(names=[second.name, first.name, second.name]))
+    assert [i.name for i in got.items] == [second.name, first.name, second.name]
+    assert got.items[1] == await api.GetItem(svc.GetItemRequest(name=first.name))
+    missing = await rpc_error(
+        api.BatchGetItems(svc.BatchGetItemsRequest(names=[first.name, "items/NOPE-2", "items/NOPE-3"]))
+    )
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+    assert details(missing)["ErrorInfo"].metadata["resource"] == "items/NOPE-2"
+    bad = await rpc_error(api.BatchGetItems(svc.BatchGetItemsRequest(names=[first.name, "skus/1"])))
+    assert violations(bad) == {"names[1]"}
+    assert violations(await rpc_error(api.BatchGetItems(svc.BatchGetItemsRequest()))) == {"names"}
+
+
 async def test_item_errors(api: Api) -> None:
     item = await api.item()
     dup = await rpc_error(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from omni.probe.v1 import probe_pb2
-from omni_runtime import names
+from omni_runtime import names, timestamps
 from omni_runtime.auth.keys import JwksKeySource
 from omni_runtime.auth.permissions import Scope, grant
 from omni_runtime.auth.tokens import SigningKey, TokenVerifier, issue_token
@@ -177,3 +179,19 @@ async def test_remembered_tokens_end_when_their_key_is_retired() -> None:
     published.clear()  # rotation retired k1
     with pytest.raises(Unauthenticated):
         await verifier.verify(token)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=dt.UTC),
+        dt.datetime(2030, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=3))),
+        dt.datetime(2024, 1, 1, 12, 0, 0),  # naive: UTC
+    ],
+)
+def test_timestamps_match_protobufs_own_conversion(value: dt.datetime) -> None:
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(value)
+    assert timestamps.to_proto(value) == expected
+    assert timestamps.to_proto(None) is None

@@ -48,27 +48,6 @@ async def test_a_read_sees_what_was_committed_and_leaves_its_connection_in_trans
         assert (await session.execute(text("SELECT max(v) FROM read_probe"))).scalar_one() == 7
 
 
-PROBE = text(
-    "SELECT :n + 1 AS next, :n * 2 AS twice, json_build_object('k', CAST(:label AS text)) AS doc,"
-    " txid_current() AS tx"
-)
-
-
-async def test_fetch_one_goes_straight_through_the_driver_outside_any_transaction(db: Database) -> None:
-    first = await db.fetch_one(PROBE, {"n": 20, "label": "x"})
-    second = await db.fetch_one(PROBE, {"label": "y", "n": 1})
-    assert first is not None and second is not None
-    assert (first["next"], first["twice"], first["doc"]) == (21, 40, {"k": "x"})  # JSON decoded
-    assert (second["next"], second["doc"]) == (2, {"k": "y"})
-    assert first["tx"] != second["tx"]
-    assert await db.fetch_one(text("SELECT 1 WHERE false"), {}) is None
-    # The connection went back to the pool in transaction mode.
-    async with db.transaction() as session:
-        one = (await session.execute(text("SELECT txid_current()"))).scalar_one()
-        two = (await session.execute(text("SELECT txid_current()"))).scalar_one()
-    assert one == two
-
-
 async def test_a_dropped_connection_fails_one_call_as_unavailable_then_the_pool_recovers(
     db: Database, database_url: str
 ) -> None:

@@ -3,19 +3,62 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Executable, event, exc, text
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import Table, event, exc, text
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
 from omni_runtime import metrics
+from omni_runtime.db import bulk
+
+# What query helpers read through: a transaction's session or a ``Database.read`` connection.
+Reader = AsyncSession | AsyncConnection
 
 _AFTER_COMMIT = "omni_after_commit"
+_DEFERRED = "omni_deferred_inserts"
+_DEFERRED_SQL = "omni_deferred_statements"
+
+
+def defer_insert(session: AsyncSession, table: Table, rows: bulk.Rows) -> None:
+    """Insert ``rows`` into ``table`` at the end of the transaction, together with every other
+    deferred insert (and ``idempotency.once``'s stored answer) in one statement.
+
+    For rows nothing reads back in the same transaction: outbox events, ledger movements. A
+    transaction that fails never writes them."""
+    if rows:
+        # Rows of one table (and columns) stay one part, in the order deferred: the parts of one
+        # statement run in no defined order, and an outbox row's sequence number is its order.
+        pending: dict[tuple[str, tuple[str, ...]], tuple[Table, list[bulk.Row]]] = session.info.setdefault(
+            _DEFERRED, {}
+        )
+        key = (table.name, tuple(rows[0]))
+        pending.setdefault(key, (table, []))[1].extend(rows)
+
+
+def defer_statement(session: AsyncSession, sql: str, params: Mapping[str, Any]) -> None:
+    """Run ``sql`` (a write of rows nothing else in the transaction touches afterwards: a cart
+    document's final save) with the deferred inserts, in the transaction's last statement."""
+    session.info.setdefault(_DEFERRED_SQL, []).append((sql, params))
+
+
+async def flush_deferred(session: AsyncSession, tail: bulk.Tail | None = None) -> None:
+    """Write the deferred inserts and statements now (and run ``tail`` in the same round trip)."""
+    parts = list(session.info.pop(_DEFERRED, {}).values())
+    statements = session.info.pop(_DEFERRED_SQL, [])
+    if parts or statements or tail is not None:
+        if tail is None and not parts:  # the last deferred statement closes the round trip
+            *statements, tail = statements
+        sql, params = bulk.statement(parts, tail, before=statements)
+        await session.execute(sql, params)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], object]) -> None:
@@ -84,13 +127,6 @@ def _observe_pool(engine: AsyncEngine, service: str) -> None:
     metrics.initialise(metrics.DB_POOL_WAITING, [(service,)])
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
-    """The driver's SQL for ``statement`` ($1, $2, … for asyncpg) and its parameter names in order."""
-    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
-    return str(compiled), tuple(compiled.positiontup or ())
-
-
 class Database:
     """Owns the connection pool; hands out sessions whose transaction commits on success.
 
@@ -110,7 +146,7 @@ class Database:
         url: str,
         *,
         service: str = "",
-        pool_size: int = 10,
+        pool_size: int = 20,
         max_overflow: int = 10,
         echo: bool = False,
     ) -> None:
@@ -127,39 +163,29 @@ class Database:
             _observe_pool(self.engine, service)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # The same pool, its connections in autocommit while lent out for ``read``.
-        self._reads = async_sessionmaker(
-            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed when the block ends, rolled back if it raises.
-        Callbacks registered with ``after_commit`` run after the commit."""
+        Deferred inserts (``defer_insert``) are written just before the commit, callbacks
+        registered with ``after_commit`` run after it."""
         async with self.sessions() as session:
             async with session.begin():
                 yield session
+                await flush_deferred(session)
             for callback in session.info.pop(_AFTER_COMMIT, ()):
                 callback()
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads outside any transaction: no BEGIN and no COMMIT, so a read that
-        is one statement costs one round trip. Each statement sees what was committed when it
-        started; reads that must agree with each other belong in one statement or in
-        ``transaction``. Writing through it is a mistake (each statement would commit alone)."""
-        async with self._reads() as session:
-            yield session
-
-    async def fetch_one(self, statement: Executable, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """The first row of one read-only statement, straight through the driver: no session, no
-        transaction, no ORM (~1 ms less per call than ``read``, which matters on a hot path such as
-        DecideContact). Values are the driver's (JSON decoded, arrays as lists, aware datetimes).
-        ``statement`` is compiled once per statement object, so pass module-level statements."""
-        sql, names = _compiled(statement, self.engine.dialect)
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            row = await raw.driver_connection.fetchrow(sql, *(params[n] for n in names))  # type: ignore[union-attr]
-        return None if row is None else dict(row)
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads outside any transaction: no BEGIN and no COMMIT, so a read
+        that is one statement costs one round trip (and no ORM session is built for it). Each
+        statement sees what was committed when it started; reads that must agree with each
+        other belong in one statement or in ``transaction``. Writing through it is a mistake
+        (each statement would commit alone). Query helpers that serve both take a ``Reader``."""
+        async with self._reader.connect() as connection:
+            yield connection
 
     async def ping(self) -> bool:
         try:

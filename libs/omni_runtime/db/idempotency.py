@@ -26,14 +26,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from sqlalchemy import ColumnElement, and_, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from omni_runtime.db.engine import Database
+from omni_runtime.db.engine import Database, Reader, flush_deferred
 from omni_runtime.db.schema import idempotency_keys
 from omni_runtime.errors import FieldViolation, InvalidArgument, OmniError
 
@@ -89,7 +89,8 @@ async def once(
         claim: _Claim | None = session.info.pop(_CLAIM, None)
         if not isinstance(outcome, OmniError):
             if claim is not None and not claim.answered:
-                await _store(session, claim, outcome)
+                # With the transaction's deferred inserts (its events): one round trip.
+                await flush_deferred(session, tail=_answer(claim, outcome))
             return outcome
         if claim is not None:
             await session.execute(delete(idempotency_keys).where(claim.key()))
@@ -112,7 +113,7 @@ async def answer_early(session: AsyncSession, response: Message) -> None:
 
 
 async def recall(
-    session: AsyncSession, scope: str, request_id: str, request: Message, response_type: type[M]
+    session: Reader, scope: str, request_id: str, request: Message, response_type: type[M]
 ) -> M | None:
     """The stored response for ``(scope, request_id)``, or None if there is none (yet).
 
@@ -289,6 +290,20 @@ async def forget(session: AsyncSession, claims: Sequence[Claim]) -> None:
 def _reused() -> InvalidArgument:
     return InvalidArgument(
         [FieldViolation("request_id", "was already used for a different request", "REQUEST_ID_REUSED")]
+    )
+
+
+def _answer(claim: _Claim, response: Message) -> tuple[str, dict[str, Any]]:
+    """The statement storing ``response`` under ``claim``'s key (a ``bulk`` tail)."""
+    claim.answered = True
+    return (
+        "UPDATE omni_idempotency_keys SET response = :once_answer"
+        " WHERE scope = :once_scope AND request_id = :once_request_id",
+        {
+            "once_answer": response.SerializeToString(),
+            "once_scope": claim.scope,
+            "once_request_id": claim.request_id,
+        },
     )
 
 

@@ -23,8 +23,7 @@ from sqlalchemy import Table, delete, event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni_runtime import metrics, tracing
-from omni_runtime.db import bulk
-from omni_runtime.db.engine import Database
+from omni_runtime.db.engine import Database, defer_insert
 from omni_runtime.db.schema import idempotency_keys, outbox, processed_events
 from omni_runtime.events.bus import EventBus, service_of_subject, stop_requested, subject_for
 
@@ -67,7 +66,8 @@ class Outbox:
     async def emit(
         self, session: AsyncSession, message: Message, *, event_id: uuid.UUID | None = None
     ) -> uuid.UUID:
-        """Record ``message`` (an ``…Event`` message) to publish once the transaction commits."""
+        """Record ``message`` (an ``…Event`` message) to publish once the transaction commits
+        (written with the transaction's last statement, see ``emit_many``)."""
         return (await self.emit_many(session, [message], event_ids=[event_id or uuid.uuid4()]))[0]
 
     async def emit_many(
@@ -77,14 +77,14 @@ class Outbox:
         *,
         event_ids: Sequence[uuid.UUID] | None = None,
     ) -> list[uuid.UUID]:
-        """Record several events with one statement, published in this order after the commit.
+        """Record several events, published in this order after the commit.
 
-        For transactions that announce many changes at once (a ledger movement's events, a
-        group of reservations): one round trip instead of one per event.
+        The rows are written with the transaction's last statement (``defer_insert``): however
+        many events a transaction emits, they cost no round trip of their own.
         """
-        part = self.rows(session, messages, event_ids=event_ids)
-        await bulk.insert_all(session, [part])
-        return [row["id"] for row in part[1]]
+        table, rows = self.rows(session, messages, event_ids=event_ids)
+        defer_insert(session, table, rows)
+        return [row["id"] for row in rows]
 
     def rows(
         self,
