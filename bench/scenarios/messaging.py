@@ -31,22 +31,21 @@ from typing import Any
 import aiosmtplib
 import grpc
 
-from bench.env import ROOT, BenchEnv
+from bench.env import ROOT, BenchEnv, grpc_arm, ratio, run_child
+from bench.report import target
 from omni.identity.v1 import events_pb2 as identity_events
 from omni.identity.v1 import resources_pb2 as idr
 from omni.messaging.v1 import messaging_service_pb2 as svc
 from omni.messaging.v1 import resources_pb2 as res
 from omni.preferences.v1 import resources_pb2 as pref
-from omni.probe.v1 import probe_pb2
 from omni_runtime.localinfra import free_port, wait_for_port
 from omni_runtime.testing.events import publish_event
-from omni_runtime.testing.probe import probe_definition
 from omni_runtime.testing.services import running_service
 
 SEND = "/omni.messaging.v1.MessagingService/SendNotification"
-PING = "/omni.probe.v1.ProbeService/Ping"
 CONCURRENCIES = (1, 16)
 DURATION = 2.0
+ROUNDS = 2
 CUSTOMERS = 200
 SEND_REQUESTS = 8000
 BURST = 2000
@@ -163,41 +162,37 @@ async def run(env: BenchEnv) -> dict[str, Any]:
                     await asyncio.sleep(2.0)  # both projections consume the identifiers
                     out["send_notification"] = await _accepted(env, messaging.target, md, customers)
                     await _drain(outbox, out["send_notification"]["accepted"])
-                    out["burst"] = await _burst(env, messaging.target, md, customers, outbox, smtp_port)
+                    out["burst"] = burst = await _burst(
+                        env, messaging.target, md, customers, outbox, smtp_port
+                    )
+                    out["targets"] = [
+                        target("burst delivered/s vs one raw SMTP client", f"{BURST}", burst["ratio"], 0.5),
+                        target("burst duplicates", f"{BURST}", burst["duplicates"], 0, at_most=True),
+                        target("burst lost", f"{BURST}", burst["lost"], 0, at_most=True),
+                    ]
         finally:
             sink.terminate()
             await sink.wait()
     return out
 
 
-async def _accepted(env: BenchEnv, target: str, md: Any, customers: list[str]) -> dict[str, Any]:
+async def _accepted(env: BenchEnv, target_: str, md: Any, customers: list[str]) -> dict[str, Any]:
     requests = [_request(customers[i % len(customers)], i) for i in range(SEND_REQUESTS)]
+    ping_arm = env.ping_arm(await env.ping_target(), md)
     levels = []
-    async with running_service(
-        probe_definition(), env.settings("probe", env.new_database("msgprobe")), key_source=env.key_source
-    ) as probe:
-        for concurrency in CONCURRENCIES:
-            ping = await env.load(
-                probe.target,
-                PING,
-                [probe_pb2.PingRequest()],
-                concurrency=concurrency,
-                duration=DURATION,
-                metadata=md,
-            )
-            send = await env.load(
-                target, SEND, requests, concurrency=concurrency, duration=DURATION, metadata=md, warmup=0.2
-            )
-            requests = requests[send["requests"] + 200 :] or requests  # never replay a request id
-            levels.append(
-                {
-                    "concurrency": concurrency,
-                    "ping": ping,
-                    "send_notification": send,
-                    "throughput_ratio": _ratio(send["rps"], ping["rps"]),
-                    "p99_ratio": _ratio(send["p99_ms"], ping["p99_ms"]),
-                }
-            )
+    for concurrency in CONCURRENCIES:
+        arm = grpc_arm("send", target_, SEND, requests, md)
+        got = await env.compare([ping_arm, arm], concurrency=concurrency, duration=DURATION, rounds=ROUNDS)
+        requests = requests[got["send"]["requests"] + 200 :] or requests  # never replay a request id
+        levels.append(
+            {
+                "concurrency": concurrency,
+                "ping": got["ping"],
+                "send_notification": got["send"],
+                "throughput_ratio": ratio(got["send"], got["ping"]),
+                "p99_ratio": ratio(got["send"], got["ping"], "p99_ms"),
+            }
+        )
     return {"levels": levels, "accepted": sum(lv["send_notification"]["requests"] for lv in levels)}
 
 
@@ -227,14 +222,7 @@ async def _burst(
         "concurrency": BURST_CALLERS,
     }
     started = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.scenarios.messaging", cwd=str(ROOT),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await proc.communicate(json.dumps(job).encode())
-    if proc.returncode != 0:
-        raise RuntimeError(f"burst driver failed: {stderr.decode()[-2000:]}")
-    sent = json.loads(stdout)
+    sent = await run_child("bench.scenarios.messaging", job)
     deadline = time.monotonic() + 300
     while await _count(outbox) < base + BURST and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the sink
         await asyncio.sleep(0.05)

@@ -83,6 +83,9 @@ class MessagingConfig:
     batch_size: int = 100
     concurrency: int = 32
     poll_interval: float = 1.0
+    # After a wake-up, how long the worker lets a burst gather before it claims (latency traded
+    # for batches: one claim, one attempts write and one outcomes write for the whole burst).
+    gather: float = 0.05
     lease: timedelta = timedelta(seconds=60)
     seed_default_templates: bool = True
 
@@ -161,6 +164,7 @@ class MessagingConfig:
             batch_size=int(_number(settings, "WORKER_BATCH", 100, minimum=1)),
             concurrency=int(_number(settings, "WORKER_CONCURRENCY", 32, minimum=1)),
             poll_interval=_number(settings, "POLL_INTERVAL_SECONDS", 1.0, minimum=0.01),
+            gather=_number(settings, "WORKER_GATHER_SECONDS", 0.05),
             lease=timedelta(seconds=_number(settings, "LEASE_SECONDS", 60, minimum=0.1)),
             seed_default_templates=s("SEED_DEFAULT_TEMPLATES", "true").lower() != "false",
         )

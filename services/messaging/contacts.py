@@ -11,6 +11,8 @@ ListIdentifiers is read. Erasure deletes the customer's rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import and_, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -126,12 +128,28 @@ async def points(session: AsyncSession, customer: str) -> list[ContactPoint]:
     return [ContactPoint(r.kind, r.value, r.is_primary, r.verified, r.update_time) for r in rows]
 
 
-async def resolve(unit: Unit, customer: str, channel: int) -> Destination | None:
-    """The destination for ``channel``: the projection's best point, else identity's."""
+async def points_of(session: AsyncSession, customers: Iterable[str]) -> dict[str, list[ContactPoint]]:
+    """The projection's points of several customers at once (a worker's batch)."""
+    found: dict[str, list[ContactPoint]] = {}
+    rows = await session.execute(select(C).where(C.c.customer.in_(set(customers))))
+    for r in rows:
+        found.setdefault(r.customer, []).append(
+            ContactPoint(r.kind, r.value, r.is_primary, r.verified, r.update_time)
+        )
+    return found
+
+
+async def resolve(
+    unit: Unit, customer: str, channel: int, known: list[ContactPoint] | None = None
+) -> Destination | None:
+    """The destination for ``channel``: the projection's best point (``known``: read already),
+    else identity's."""
     if not needs_address(channel):
         return Destination(INAPP, customer)
-    async with unit.db.transaction() as session:
-        found = choose(await points(session, customer), channel)
+    if known is None:
+        async with unit.db.transaction() as session:
+            known = await points(session, customer)
+    found = choose(known, channel)
     if found is None and customer:
         fallback = await unit.identity.contact_points(customer)
         found = choose(fallback or (), channel)

@@ -25,11 +25,11 @@ def _common(row: AnyRow) -> dict[str, object]:
     }
 
 
-def sent(row: AnyRow, channel: int, when: datetime) -> ev.NotificationSentEvent:
+def sent(row: AnyRow, channel: int, when: datetime, *, locale: str | None = None) -> ev.NotificationSentEvent:
     return ev.NotificationSentEvent(
         **_common(row),  # type: ignore[arg-type]
         channel=channel,  # type: ignore[arg-type]
-        locale=row.locale,
+        locale=row.locale if locale is None else locale,
         failed_channels=list(row.failed_channels),
         occur_time=ts(when),
     )

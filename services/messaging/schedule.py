@@ -26,12 +26,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select, text, update
+from google.protobuf.message import Message
+from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.messaging.v1 import resources_pb2 as res
@@ -43,10 +45,11 @@ from services.messaging.adapters import base
 from services.messaging.adapters.preferences import PreferencesRefused, PreferencesUnavailable
 from services.messaging.domain import delivery, plans
 from services.messaging.domain import templates as rules
-from services.messaging.domain.contacts import Destination
+from services.messaging.domain.contacts import ContactPoint, Destination
 from services.messaging.unit import Unit
 
 log = logging.getLogger("omni.messaging.schedule")
+T = TypeVar("T")
 
 N = store.notifications
 A = store.delivery_attempts
@@ -74,11 +77,32 @@ class Claim:
     token: str
 
 
+@dataclass
+class Job:
+    """A notification ready to go out on one channel through one provider."""
+
+    claim: Claim
+    channel: int
+    provider: base.Provider
+    destination: Destination
+    rendered: rules.Rendered
+    attempt_id: int = 0
+    key: str = ""
+
+
+@dataclass
+class SendResult:
+    job: Job
+    sent: base.Sent | None = None
+    error: base.ProviderError | None = None
+
+
 class DeliveryWorker:
     def __init__(self, unit: Unit) -> None:
         self.unit = unit
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(unit.config.concurrency)
+        self._points: dict[str, list[ContactPoint]] = {}
         unit.wake = self._wake.set
 
     # -- the loop -----------------------------------------------------------------------------
@@ -103,22 +127,79 @@ class DeliveryWorker:
                 await asyncio.wait_for(self._wake.wait(), self.unit.config.poll_interval)
             if stop_requested():
                 raise asyncio.CancelledError
+            if self._wake.is_set():
+                # Woken by a commit: let the burst it may be part of arrive, and claim it as one batch.
+                await asyncio.sleep(self.unit.config.gather)
 
     async def pass_(self) -> int:
-        """Claim one batch of due notifications and work it; how many were claimed."""
+        """Claim one batch of due notifications and work it; how many were claimed.
+
+        Preparing (decisions, rendering, addresses) and sending run concurrently; recording the
+        attempts before the sends, and the successes after them, takes one transaction each
+        for the whole batch (failures, the rarer case, are recorded one by one).
+        """
         claims = await self.claim(self.unit.config.batch_size)
-        if claims:
-            ids = {c.row.template_id for c in claims}
-            async with self.unit.db.transaction() as session:
-                found = await session.execute(select(store.templates).where(store.templates.c.id.in_(ids)))
-                templates = {t.id: t for t in found}
-            await asyncio.gather(*(self._guarded(c, templates.get(c.row.template_id)) for c in claims))
+        if not claims:
+            return 0
+        renewal = asyncio.create_task(self._renew(claims[0].token), name="omni-messaging-lease-renewal")
+        try:
+            await self._work(claims)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
         return len(claims)
 
-    async def _guarded(self, claim: Claim, template: store.AnyRow | None) -> None:
+    async def _renew(self, token: str) -> None:
+        """Keep the pass's leases alive while it works (a third of the lease at a time): a slow
+        pass must not let another replica take its rows, and a dead worker's renewals stop."""
+        lease = self.unit.config.lease.total_seconds()
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                async with self.unit.db.transaction() as session:
+                    await session.execute(
+                        update(N)
+                        .where(N.c.lease_token == token, N.c.lease_until.is_not(None))
+                        .values(lease_until=func.now() + text(f"interval '{lease:.3f} seconds'"))
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("renewing leases failed: %s", exc)
+
+    async def _work(self, claims: list[Claim]) -> None:
+        ids = {c.row.template_id for c in claims}
+        async with self.unit.db.transaction() as session:
+            found = await session.execute(select(store.templates).where(store.templates.c.id.in_(ids)))
+            templates = {t.id: t for t in found}
+            self._points = await contacts.points_of(
+                session, {c.row.customer for c in claims if not c.row.fixed_kind}
+            )
+        prepared = await asyncio.gather(
+            *(self._guarded(c, self.process(c, templates.get(c.row.template_id))) for c in claims)
+        )
+        jobs = [job for job in prepared if isinstance(job, Job)]
+        if jobs:
+            begun = await self._begin_attempts(jobs)
+            outcomes = await asyncio.gather(*(self._guarded(job.claim, self._send(job)) for job in begun))
+            results = [o for o in outcomes if isinstance(o, SendResult)]
+            await self._record_sent([r for r in results if r.sent is not None])
+            await asyncio.gather(
+                *(
+                    self._guarded(
+                        r.job.claim,
+                        self._attempt_failed(r.job.claim, r.job.attempt_id, r.job.channel, r.error),
+                    )
+                    for r in results
+                    if r.error is not None
+                )
+            )
+
+    async def _guarded(self, claim: Claim, work: Awaitable[T]) -> T | None:
         async with self._slots:
             try:
-                await self.process(claim, template)
+                return await work
             except LeaseLost:
                 log.warning("lost the lease of notification %s; another worker has it", claim.row.id)
             except asyncio.CancelledError:
@@ -126,6 +207,7 @@ class DeliveryWorker:
             except Exception:
                 # Left leased: it comes back when the lease runs out, and is retried then.
                 log.exception("delivering notification %s failed unexpectedly", claim.row.id)
+        return None
 
     async def claim(self, limit: int) -> list[Claim]:
         now = self.unit.clock.now()
@@ -171,25 +253,28 @@ class DeliveryWorker:
 
     # -- one notification ---------------------------------------------------------------------
 
-    async def process(self, claim: Claim, template: store.AnyRow | None) -> None:
+    async def process(self, claim: Claim, template: store.AnyRow | None) -> Job | None:
+        """Everything before the send: the decision, the content, the address, the provider. A
+        Job to send, or None when the notification took another turn (held, suppressed, failed
+        over to its next channel)."""
         unit = self.unit
         row = claim.row
         now = unit.clock.now()
         if row.state != PENDING:
             await self._write(claim, due_time=None, lease_until=None)
-            return
+            return None
         if row.expire_time is not None and row.expire_time <= now:
             await self._suppress(claim, res.SUPPRESSION_REASON_EXPIRED)
-            return
+            return None
         if template is None:
             await self._suppress(claim, res.SUPPRESSION_REASON_NO_TEMPLATE_CONTENT)
-            return
+            return None
         if row.decide and row.consult:
             decided = await self._decide(claim, template, now)
             if decided is None:
-                return
+                return None
             claim = Claim(decided, claim.token)
-        await self._deliver(claim, template)
+        return await self._prepare(claim, template)
 
     async def _decide(self, claim: Claim, template: store.AnyRow, now: datetime) -> store.AnyRow | None:
         """Ask preferences; the updated row when it may be sent now, else None (held/suppressed)."""
@@ -249,27 +334,29 @@ class DeliveryWorker:
             tries=0,
         )
 
-    async def _deliver(self, claim: Claim, template: store.AnyRow) -> None:
+    async def _prepare(self, claim: Claim, template: store.AnyRow) -> Job | None:
         unit = self.unit
         row = claim.row
         if not row.channels:
             await self._suppress(claim, res.SUPPRESSION_REASON_NO_TEMPLATE_CONTENT)
-            return
+            return None
         channel = row.channels[0]
         contents = convert.contents_from_json(template.contents)
         content = rules.pick(contents, channel, row.language, template.default_locale)
         if content is None:
             await self._next_channel(claim, channel, error=None)
-            return
+            return None
         if row.fixed_kind:
             destination: Destination | None = Destination(row.fixed_kind, row.fixed_value)
         else:
-            destination = await contacts.resolve(unit, row.customer, channel)
+            destination = await contacts.resolve(
+                unit, row.customer, channel, self._points.get(row.customer, [])
+            )
         if destination is None:
             await self._failed_attempt(
                 claim, channel, "", base.NO_CONTACT_POINT, "no contact point for the channel", transient=False
             )
-            return
+            return None
         provider = next((p for p in unit.providers.for_channel(channel) if p.accepts(destination)), None)
         if provider is None:
             await self._failed_attempt(
@@ -280,36 +367,36 @@ class DeliveryWorker:
                 f"no provider reaches a {destination.kind}",
                 transient=False,
             )
-            return
+            return None
         params: Mapping[str, str] = row.params
         missing = [p for p in rules.params_of([content]) if p not in params]
         if missing:  # the template changed after the notification was accepted
             await self._next_channel(claim, channel, error=None)
-            return
-        rendered = rules.render(content, params)
-        attempt_id, key = await self._begin_attempt(claim, channel, provider.name, destination)
+            return None
+        return Job(claim, channel, provider, destination, rules.render(content, params))
+
+    async def _send(self, job: Job) -> SendResult:
         outbound = base.Outbound(
-            channel=channel,
-            destination=destination,
-            subject=rendered.subject,
-            body=rendered.body,
-            html_body=rendered.html_body,
-            idempotency_key=key,
-            reference=convert.notification_name(row.id),
+            channel=job.channel,
+            destination=job.destination,
+            subject=job.rendered.subject,
+            body=job.rendered.body,
+            html_body=job.rendered.html_body,
+            idempotency_key=job.key,
+            reference=convert.notification_name(job.claim.row.id),
         )
+        provider = job.provider
         started = time.perf_counter()
         try:
             sent = await provider.send(outbound)
         except base.ProviderError as exc:
             metrics.PROVIDER_SECONDS.labels(provider.name).observe(time.perf_counter() - started)
-            metrics.PROVIDER_REQUESTS.labels(
-                provider.name, channel_label(channel), "transient" if exc.transient else "permanent"
-            ).inc()
-            await self._attempt_failed(claim, attempt_id, channel, exc)
-            return
+            outcome = "transient" if exc.transient else "permanent"
+            metrics.PROVIDER_REQUESTS.labels(provider.name, channel_label(job.channel), outcome).inc()
+            return SendResult(job, error=exc)
         metrics.PROVIDER_SECONDS.labels(provider.name).observe(time.perf_counter() - started)
-        metrics.PROVIDER_REQUESTS.labels(provider.name, channel_label(channel), "ok").inc()
-        await self._sent(claim, attempt_id, channel, sent, rendered)
+        metrics.PROVIDER_REQUESTS.labels(provider.name, channel_label(job.channel), "ok").inc()
+        return SendResult(job, sent=sent)
 
     # -- writes under the lease ---------------------------------------------------------------
 
@@ -358,97 +445,157 @@ class DeliveryWorker:
             await self.unit.outbox.emit(session, events.suppressed(row, now))
         metrics.count("suppressed", 0, reason)
 
-    async def _begin_attempt(
-        self, claim: Claim, channel: int, provider: str, destination: Destination
-    ) -> tuple[int, str]:
-        """Record the attempt (SENDING) before the provider is called; a crashed worker's SENDING
-        attempt on the same channel is resumed with its idempotency key."""
+    async def _owned(self, session: AsyncSession, jobs: list[Job]) -> set[str]:
+        """Lock the jobs' notifications that are still under their claim's lease."""
+        found: set[str] = set()
+        for token in {j.claim.token for j in jobs}:
+            ids = [j.claim.row.id for j in jobs if j.claim.token == token]
+            rows = await session.execute(
+                select(N.c.id).where(N.c.id.in_(ids), N.c.lease_token == token).with_for_update()
+            )
+            found.update(r.id for r in rows)
+        for job in jobs:
+            if job.claim.row.id not in found:
+                log.warning("lost the lease of notification %s; another worker has it", job.claim.row.id)
+        return found
+
+    async def _begin_attempts(self, jobs: list[Job]) -> list[Job]:
+        """Record every job's attempt (SENDING) before any provider is called, in one transaction.
+        A crashed worker's SENDING attempt on the same channel and provider is resumed with its
+        idempotency key. The jobs whose notification is still ours, with attempt id and key."""
         now = self.unit.clock.now()
         async with self.unit.db.transaction() as session:
-            await self._locked(session, claim)
-            last = (
-                await session.execute(
-                    select(A).where(A.c.notification_id == claim.row.id).order_by(A.c.id.desc()).limit(1)
+            owned = await self._owned(session, jobs)
+            mine = [j for j in jobs if j.claim.row.id in owned]
+            if not mine:
+                return []
+            ids = [j.claim.row.id for j in mine]
+            last = {
+                r.notification_id: r
+                for r in await session.execute(
+                    select(A)
+                    .ext(distinct_on(A.c.notification_id))
+                    .where(A.c.notification_id.in_(ids))
+                    .order_by(A.c.notification_id, A.c.id.desc())
                 )
-            ).first()
-            if (
-                last is not None
-                and last.state == A_SENDING
-                and last.channel == channel
-                and last.provider == provider
-            ):
-                await session.execute(update(A).where(A.c.id == last.id).values(update_time=now))
-                return int(last.id), str(last.idempotency_key)
-            count = (
-                await session.execute(
-                    select(func.count()).select_from(A).where(A.c.notification_id == claim.row.id)
-                )
-            ).scalar_one()
-            key = f"{claim.row.id}.{count + 1}"
-            attempt_id = (
-                await session.execute(
+            }
+            counts: dict[str, int] = dict(
+                (
+                    await session.execute(
+                        select(A.c.notification_id, func.count())
+                        .where(A.c.notification_id.in_(ids))
+                        .group_by(A.c.notification_id)
+                    )
+                ).all()
+            )
+            fresh: list[Job] = []
+            for job in mine:
+                previous = last.get(job.claim.row.id)
+                if (
+                    previous is not None
+                    and previous.state == A_SENDING
+                    and previous.channel == job.channel
+                    and previous.provider == job.provider.name
+                ):
+                    job.attempt_id, job.key = int(previous.id), str(previous.idempotency_key)
+                else:
+                    job.key = f"{job.claim.row.id}.{counts.get(job.claim.row.id, 0) + 1}"
+                    fresh.append(job)
+            if fresh:
+                inserted = await session.execute(
                     A.insert()
                     .values(
-                        notification_id=claim.row.id,
-                        channel=channel,
-                        provider=provider,
-                        state=A_SENDING,
-                        destination=destination.masked,
-                        idempotency_key=key,
-                        attempt_time=now,
-                        update_time=now,
+                        [
+                            {
+                                "notification_id": j.claim.row.id,
+                                "channel": j.channel,
+                                "provider": j.provider.name,
+                                "state": A_SENDING,
+                                "destination": j.destination.masked,
+                                "idempotency_key": j.key,
+                                "attempt_time": now,
+                                "update_time": now,
+                            }
+                            for j in fresh
+                        ]
                     )
-                    .returning(A.c.id)
+                    .returning(A.c.id, A.c.idempotency_key)
                 )
-            ).scalar_one()
-            return int(attempt_id), key
+                by_key = {r.idempotency_key: int(r.id) for r in inserted}
+                for job in fresh:
+                    job.attempt_id = by_key[job.key]
+        return mine
 
-    async def _sent(
-        self, claim: Claim, attempt_id: int, channel: int, sent: base.Sent, rendered: rules.Rendered
-    ) -> None:
+    async def _record_sent(self, results: list[SendResult]) -> None:
+        """Record every accepted send of the pass in one transaction: attempts SENT (DELIVERED
+        for in-app), notifications SENT with what they rendered, and their events."""
+        if not results:
+            return
         unit = self.unit
         now = unit.clock.now()
         async with unit.db.transaction() as session:
-            await self._locked(session, claim)
+            owned = await self._owned(session, [r.job for r in results])
+            done = [r for r in results if r.job.claim.row.id in owned and r.sent is not None]
+            if not done:
+                return
             await session.execute(
                 update(A)
-                .where(A.c.id == attempt_id)
+                .where(A.c.id == bindparam("attempt_id"))
                 .values(
-                    state=A_DELIVERED if sent.delivered else A_SENT,
-                    provider_message_id=sent.provider_message_id,
-                    update_time=now,
-                )
+                    state=bindparam("a_state"), provider_message_id=bindparam("message_id"), update_time=now
+                ),
+                [
+                    {
+                        "attempt_id": r.job.attempt_id,
+                        "a_state": A_DELIVERED if r.sent.delivered else A_SENT,  # type: ignore[union-attr]
+                        "message_id": r.sent.provider_message_id,  # type: ignore[union-attr]
+                    }
+                    for r in done
+                ],
             )
-            row = (
-                await session.execute(
-                    update(N)
-                    .where(N.c.id == claim.row.id)
-                    .values(
-                        state=DELIVERED if sent.delivered else SENT,
-                        chosen_channel=channel,
-                        locale=rendered.locale,
-                        rendered_subject=rendered.subject,
-                        rendered_body=rendered.body,
-                        deliver_time=now if sent.delivered else None,
-                        due_time=None,
-                        lease_until=None,
-                        update_time=now,
-                    )
-                    .returning(*N.c)
+            await session.execute(
+                update(N)
+                .where(N.c.id == bindparam("nid"))
+                .values(
+                    state=bindparam("n_state"),
+                    chosen_channel=bindparam("n_channel"),
+                    locale=bindparam("n_locale"),
+                    rendered_subject=bindparam("n_subject"),
+                    rendered_body=bindparam("n_body"),
+                    deliver_time=bindparam("n_delivered"),
+                    due_time=None,
+                    lease_until=None,
+                    update_time=now,
+                ),
+                [
+                    {
+                        "nid": r.job.claim.row.id,
+                        "n_state": DELIVERED if r.sent.delivered else SENT,  # type: ignore[union-attr]
+                        "n_channel": r.job.channel,
+                        "n_locale": r.job.rendered.locale,
+                        "n_subject": r.job.rendered.subject,
+                        "n_body": r.job.rendered.body,
+                        "n_delivered": now if r.sent.delivered else None,  # type: ignore[union-attr]
+                    }
+                    for r in done
+                ],
+            )
+            published: list[Message] = []
+            for r in done:
+                published.append(
+                    events.sent(r.job.claim.row, r.job.channel, now, locale=r.job.rendered.locale)
                 )
-            ).one()
-            await unit.outbox.emit(session, events.sent(row, channel, now))
-            if sent.delivered:
-                await unit.outbox.emit(session, events.delivered(row, channel, now))
-        metrics.count("sent", channel)
-        if sent.delivered:
-            metrics.count("delivered", channel)
-        if (
-            row.purpose in (pref.CONTACT_PURPOSE_MARKETING, pref.CONTACT_PURPOSE_UNSPECIFIED)
-            and row.consult
-            and channel != row.reserved_channel
-        ):
-            await self._record_contact(row, channel, now)
+                if r.sent.delivered:  # type: ignore[union-attr]
+                    published.append(events.delivered(r.job.claim.row, r.job.channel, now))
+            await unit.outbox.emit_many(session, published)
+        for r in done:
+            metrics.count("sent", r.job.channel)
+            if r.sent.delivered:  # type: ignore[union-attr]
+                metrics.count("delivered", r.job.channel)
+            row = r.job.claim.row
+            marketing = row.purpose in (pref.CONTACT_PURPOSE_MARKETING, pref.CONTACT_PURPOSE_UNSPECIFIED)
+            if marketing and row.consult and r.job.channel != row.reserved_channel:
+                await self._record_contact(row, r.job.channel, now)
 
     async def _refused(self, claim: Claim, message: str) -> None:
         """Preferences will not decide (it refused the question): FAILED, with the refusal as the
@@ -457,23 +604,8 @@ class DeliveryWorker:
         channel = claim.row.requested_channel
         async with self.unit.db.transaction() as session:
             await self._locked(session, claim)
-            count = (
-                await session.execute(
-                    select(func.count()).select_from(A).where(A.c.notification_id == claim.row.id)
-                )
-            ).scalar_one()
-            await session.execute(
-                A.insert().values(
-                    notification_id=claim.row.id,
-                    channel=channel,
-                    provider="preferences",
-                    state=A_FAILED,
-                    error_code=base.PREFERENCES_REFUSED,
-                    error_message=message[:500],
-                    idempotency_key=f"{claim.row.id}.{count + 1}",
-                    attempt_time=now,
-                    update_time=now,
-                )
+            await _failed_row(
+                session, claim.row.id, channel, "preferences", "", base.PREFERENCES_REFUSED, message, now
             )
             final = (
                 await session.execute(
@@ -528,25 +660,7 @@ class DeliveryWorker:
         now = self.unit.clock.now()
         async with self.unit.db.transaction() as session:
             await self._locked(session, claim)
-            count = (
-                await session.execute(
-                    select(func.count()).select_from(A).where(A.c.notification_id == claim.row.id)
-                )
-            ).scalar_one()
-            await session.execute(
-                A.insert().values(
-                    notification_id=claim.row.id,
-                    channel=channel,
-                    provider="",
-                    state=A_FAILED,
-                    destination=masked,
-                    error_code=code,
-                    error_message=message,
-                    idempotency_key=f"{claim.row.id}.{count + 1}",
-                    attempt_time=now,
-                    update_time=now,
-                )
-            )
+            await _failed_row(session, claim.row.id, channel, "", masked, code, message, now)
         await self._after_failure(claim, channel, transient=transient, retry_after=None)
 
     async def _after_failure(self, claim: Claim, channel: int, *, transient: bool, retry_after: Any) -> None:
@@ -634,3 +748,35 @@ class DeliveryWorker:
                 await unit.outbox.emit(session, events.failed(final, attempts, now))
                 state, counted = "failed", 0
         metrics.count(state, channel, counted)
+
+
+async def _failed_row(
+    session: AsyncSession,
+    notification_id: str,
+    channel: int,
+    provider: str,
+    masked: str,
+    code: str,
+    message: str,
+    now: datetime,
+) -> None:
+    """An attempt that failed before any provider took it (no address, no provider, no decision)."""
+    count = (
+        await session.execute(
+            select(func.count()).select_from(A).where(A.c.notification_id == notification_id)
+        )
+    ).scalar_one()
+    await session.execute(
+        A.insert().values(
+            notification_id=notification_id,
+            channel=channel,
+            provider=provider,
+            state=A_FAILED,
+            destination=masked,
+            error_code=code,
+            error_message=message[:500],
+            idempotency_key=f"{notification_id}.{count + 1}",
+            attempt_time=now,
+            update_time=now,
+        )
+    )

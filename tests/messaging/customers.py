@@ -21,6 +21,7 @@ from omni_runtime.testing.plugin import bearer
 from omni_runtime.testing.services import RunningService
 
 KINDS = {"email": idr.IDENTIFIER_KIND_EMAIL, "phone": idr.IDENTIFIER_KIND_PHONE}
+SMS, EMAIL, PUSH = ch.CHANNEL_SMS, ch.CHANNEL_EMAIL, ch.CHANNEL_PUSH
 
 
 @dataclass
@@ -90,4 +91,23 @@ async def new_customer(
     return Customer(name, email, number, stub, (*bearer(token), ("x-omni-channel", "web")))
 
 
-SMS, EMAIL, PUSH = ch.CHANNEL_SMS, ch.CHANNEL_EMAIL, ch.CHANNEL_PUSH
+async def known_by_both(db: Any, customer: Customer) -> bool:
+    """Whether messaging's projection and preferences both know the customer's addresses."""
+    from sqlalchemy import text
+
+    async with db.transaction() as session:
+        rows = await session.execute(
+            text("SELECT count(*) FROM contact_points WHERE customer = :c"), {"c": customer.name}
+        )
+        if rows.scalar_one() < 2:
+            return False
+    decision = await customer.prefs.DecideContact(
+        pref_svc.DecideContactRequest(
+            name=f"{customer.name}/preferences",
+            topic="order_updates",
+            purpose=pref.CONTACT_PURPOSE_TRANSACTIONAL,
+            channel=SMS,
+        ),
+        metadata=customer.metadata,
+    )
+    return pref.DECISION_REASON_NO_CONTACT_POINT not in decision.reasons

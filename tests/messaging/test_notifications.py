@@ -24,7 +24,6 @@ from omni.messaging.v1 import events_pb2 as ev
 from omni.messaging.v1 import messaging_service_pb2 as svc
 from omni.messaging.v1 import resources_pb2 as res
 from omni.preferences.v1 import events_pb2 as pref_events
-from omni.preferences.v1 import preferences_service_pb2 as pref_svc
 from omni.preferences.v1 import resources_pb2 as pref
 from omni.type.v1 import money_pb2
 from omni_runtime.db.engine import Database
@@ -43,7 +42,7 @@ from tests.messaging.conftest import (
     uid,
     violations,
 )
-from tests.messaging.customers import EMAIL, SMS, Customer, new_customer
+from tests.messaging.customers import EMAIL, SMS, Customer, known_by_both, new_customer
 
 pytestmark = needs_preferences
 State = res.NotificationState
@@ -100,24 +99,7 @@ def make_customer(
         customer = await new_customer(omni_infra.nats_url, preferences, token, phone=phone)
 
         async def known() -> bool:
-            async with db.transaction() as session:
-                count = (
-                    await session.execute(
-                        text("SELECT count(*) FROM contact_points WHERE customer = :c"), {"c": customer.name}
-                    )
-                ).scalar_one()
-            if count < 2:
-                return False
-            decision = await customer.prefs.DecideContact(
-                pref_svc.DecideContactRequest(
-                    name=f"{customer.name}/preferences",
-                    topic="order_updates",
-                    purpose=pref.CONTACT_PURPOSE_TRANSACTIONAL,
-                    channel=SMS,
-                ),
-                metadata=customer.metadata,
-            )
-            return pref.DECISION_REASON_NO_CONTACT_POINT not in decision.reasons
+            return await known_by_both(db, customer)
 
         await eventually(known)
         return customer
@@ -173,8 +155,8 @@ async def test_order_placed_is_confirmed_by_the_preferred_channel(
     assert sms["body"] == "Omni: order O-26-000123 confirmed, total 129.90 EUR. Thank you!"
     assert not sinks.smtp.to(customer.email)  # one channel: the preferred one
     page = await api.ListNotifications(svc.ListNotificationsRequest(customer=customer.name))
-    # The sink may see the message before the notification's SENT is committed: wait for it.
-    [notification] = [await final(api, n.name) for n in page.notifications]
+    [listed] = page.notifications
+    notification = await final(api, listed.name)  # the sink can see the SMS before SENT is committed
     assert notification.subject_resource == order.name and notification.chosen_channel == SMS
     assert notification.purpose == pref.CONTACT_PURPOSE_TRANSACTIONAL
 

@@ -178,3 +178,16 @@ async def test_hmac_callbacks_need_the_source_secret(http: httpx.AsyncClient) ->
         "/v1/providerCallbacks/mystery", content=body, headers={"Content-Type": "application/json"}
     )
     assert unknown.status_code == 404
+
+
+async def test_make_run_demo_data_seeds_the_templates(platform: Platform, tmp_path: Any) -> None:
+    from services.messaging.seed import OFFER
+    from tests.gateway.platform import seed_demo_data
+
+    state = await seed_demo_data(platform, tmp_path / "demo.json")
+    assert state.get("messaging")["state"] == "loaded"  # type: ignore[index]
+    stub, md = admin_stub(platform)
+    offer = await stub.GetTemplate(svc.GetTemplateRequest(name=f"templates/{OFFER}"), metadata=md)
+    assert offer.topic == "offers" and list(offer.params) == ["discount", "name"]
+    again = await seed_demo_data(platform, tmp_path / "demo.json")
+    assert again.get("messaging")["state"] == "loaded"  # type: ignore[index]  # nothing added twice

@@ -11,12 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from omni.messaging.v1 import messaging_service_pb2 as svc
 from omni.messaging.v1 import messaging_service_pb2_grpc
 from omni.messaging.v1 import resources_pb2 as res
-from omni.preferences.v1 import preferences_service_pb2 as pref_svc
 from omni.preferences.v1 import resources_pb2 as pref
 from omni_runtime.auth.keys import StaticKeySource
 from omni_runtime.config import Settings
@@ -24,7 +22,7 @@ from omni_runtime.db.engine import Database
 from omni_runtime.testing.plugin import Infra, bearer
 from omni_runtime.testing.services import RunningService
 from tests.messaging.conftest import Sinks, eventually, messaging_replica, needs_preferences, rid
-from tests.messaging.customers import EMAIL, SMS, Customer, new_customer
+from tests.messaging.customers import EMAIL, Customer, known_by_both, new_customer
 
 pytestmark = needs_preferences
 Token = Callable[..., str]
@@ -57,22 +55,7 @@ async def customers(
     for customer in made:
 
         async def known(c: Customer = customer) -> bool:
-            async with db.transaction() as session:
-                rows = await session.execute(
-                    text("SELECT count(*) FROM contact_points WHERE customer = :c"), {"c": c.name}
-                )
-                if rows.scalar_one() < 2:
-                    return False
-            decision = await c.prefs.DecideContact(
-                pref_svc.DecideContactRequest(
-                    name=f"{c.name}/preferences",
-                    topic="order_updates",
-                    purpose=pref.CONTACT_PURPOSE_TRANSACTIONAL,
-                    channel=SMS,
-                ),
-                metadata=c.metadata,
-            )
-            return pref.DECISION_REASON_NO_CONTACT_POINT not in decision.reasons
+            return await known_by_both(db, c)
 
         await eventually(known)
         await customer.preferences(EMAIL)
@@ -151,11 +134,8 @@ async def test_two_replicas_share_the_schedule_without_duplicates(
     token = make_token("serviceClients/web-backend", ["service"], ttl_seconds=3600)
     md = (*bearer(token), ("x-omni-channel", "web"))
     async with contextlib.AsyncExitStack() as stack:
-        # No worker dies here: leases long enough that a slow, shared machine loses none.
         replicas = [
-            await stack.enter_async_context(
-                messaging_replica(messaging_settings(LEASE_SECONDS="30"), key_source, make_token)
-            )
+            await stack.enter_async_context(messaging_replica(messaging_settings(), key_source, make_token))
             for _ in range(2)
         ]
         people = await customers(omni_infra, preferences, db, token, 5)
