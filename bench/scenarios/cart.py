@@ -41,7 +41,7 @@ from services.inventory.main import SERVICE as INVENTORY
 
 CART_SERVICE = "/omni.cart.v1.CartService"
 CONCURRENCIES = (1, 16)
-DURATION = 2.0
+DURATION = 1.5
 ITEMS = 20
 GET_CARTS = 64
 ADD_CARTS = 200

@@ -133,8 +133,8 @@ class OrderOps:
         conditions = [] if customer is None else [_O.customer == customer]
         if current_scope.get() is Scope.STORE:
             conditions.append(_O.pickup_stores.contains([current_principal.get().store]))
-        async with self.db.transaction() as session:
-            return await store.list_orders(session, query, conditions)
+        async with self.db.read() as session:
+            return await store.list_orders(session, query, conditions, customer=customer)
 
     # ---------------------------------------------------------------------------------------
     # The change pipeline

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.inventory.v1 import inventory_service_pb2 as svc
@@ -211,15 +211,15 @@ async def _candidate_locations(
     else:
         point = request.near.point
         box = geo.bounding_box(point.latitude, point.longitude, request.near.radius_meters)
-        conds = [
-            loc.c.type == res.LOCATION_TYPE_STORE,
-            loc.c.latitude.between(box.min_lat, box.max_lat),
-            loc.c.longitude.is_not(None),
-        ]
-        if box.min_lng is not None:
-            conds.append(loc.c.longitude.between(box.min_lng, box.max_lng))
+        # The stores inside the box, through the GiST index on their coordinates (a box over the
+        # whole band of latitudes near a pole or across the antimeridian).
+        corner = (box.min_lng, box.max_lng) if box.min_lng is not None else (-180.0, 180.0)
+        inside = store.LOCATION_POINT.op("<@")(
+            func.box(func.point(corner[0], box.min_lat), func.point(corner[1], box.max_lat))
+        )
         found: list[tuple[Any, float | None]] = []
-        for r in await session.execute(select(loc).where(and_(*conds))):
+        near = select(loc).where(loc.c.type == res.LOCATION_TYPE_STORE, inside)
+        for r in await session.execute(near):
             distance = geo.haversine_m(point.latitude, point.longitude, r.latitude, r.longitude)
             if distance <= request.near.radius_meters:
                 found.append((r, distance))
@@ -233,19 +233,15 @@ async def _candidate_locations(
 async def check_availability(
     unit: Unit, request: svc.CheckAvailabilityRequest, skus: Sequence[str], location_ids: Sequence[str]
 ) -> svc.CheckAvailabilityResponse:
-    """Availability of many items at many locations in three queries, whatever the counts."""
+    """Availability of many items at many locations in two reads, whatever the counts: the
+    locations, then the items with their levels there (no transaction: each answers as of its
+    start, and the answer carries ``read_time``)."""
     now = utcnow()
-    async with unit.db.transaction() as session:
-        found_items, _ = await existing(session, skus, [])
-        require_found(skus, [], (found_items, {}))
+    async with unit.db.read() as session:
         chosen = await _candidate_locations(session, request, location_ids)
-        levels: dict[tuple[str, str], store.AnyRow] = {}
-        if chosen:
-            levels = {
-                (r.location_id, r.item_sku): r
-                for r in await store.levels_of_items(session, skus, [r.id for r, _ in chosen])
-            }
-    inactive = {sku for sku, row in found_items.items() if not row.active}
+        active, levels = await store.items_with_levels(session, skus, [r.id for r, _ in chosen])
+    require_found(skus, [], (active, {}))
+    inactive = {sku for sku, is_active in active.items() if not is_active}
 
     def quantities(location_id: str, sku: str) -> Quantities:
         # An inactive item cannot be sold or reserved: it is available nowhere.

@@ -42,6 +42,8 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
+    bindparam,
     case,
     false,
     func,
@@ -51,10 +53,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.inventory.v1 import resources_pb2 as res
+from omni_runtime.db.engine import Reader
 
 metadata = MetaData()
 
@@ -183,7 +186,9 @@ stock_subscriptions = Table(
 )
 
 Index("stock_levels_item", stock_levels.c.item_sku, stock_levels.c.location_id)
-Index("locations_latitude", locations.c.latitude)
+# "Near a point": the stores inside a box around it (GiST on the coordinates, inventory_0002).
+LOCATION_POINT = func.point(locations.c.longitude, locations.c.latitude)
+Index("locations_point", LOCATION_POINT, postgresql_using="gist")
 Index(
     "stock_movements_level", stock_movements.c.location_id, stock_movements.c.item_sku, stock_movements.c.seq
 )
@@ -253,15 +258,29 @@ async def levels(session: AsyncSession, pairs: Sequence[tuple[str, str]]) -> dic
     return {(r.location_id, r.item_sku): r for r in rows}
 
 
+# Arrays, not IN lists: one statement text whatever the counts (asyncpg prepares each text).
+_ITEMS_WITH_LEVELS = (
+    select(items.c.sku, items.c.active, *LEVEL_COLUMNS)
+    .select_from(
+        items.outerjoin(
+            stock_levels,
+            and_(
+                stock_levels.c.item_sku == items.c.sku,
+                stock_levels.c.location_id == any_(bindparam("locations", type_=ARRAY(Text))),
+            ),
+        )
+    )
+    .where(items.c.sku == any_(bindparam("skus", type_=ARRAY(Text))))
+)
+
+
 async def items_with_levels(
-    session: AsyncSession, skus: Sequence[str], location_ids: Sequence[str]
+    session: Reader, skus: Sequence[str], location_ids: Sequence[str]
 ) -> tuple[dict[str, bool], dict[tuple[str, str], AnyRow]]:
     """Whether each existing item is active, and its levels at some locations, in one query."""
-    join = and_(stock_levels.c.item_sku == items.c.sku, stock_levels.c.location_id.in_(list(location_ids)))
     rows = await session.execute(
-        select(items.c.sku, items.c.active, *LEVEL_COLUMNS)
-        .select_from(items.outerjoin(stock_levels, join))
-        .where(items.c.sku.in_(list(skus)))
+        _ITEMS_WITH_LEVELS,
+        {"skus": list(dict.fromkeys(skus)), "locations": list(dict.fromkeys(location_ids))},
     )
     active: dict[str, bool] = {}
     found: dict[tuple[str, str], AnyRow] = {}
@@ -270,22 +289,6 @@ async def items_with_levels(
         if row.location_id is not None:
             found[(row.location_id, row.item_sku)] = row
     return active, found
-
-
-async def levels_of_items(
-    session: AsyncSession,
-    skus: Sequence[str],
-    location_ids: Sequence[str] | None = None,
-    *,
-    positive: bool = False,
-) -> list[AnyRow]:
-    """Levels of some items, optionally only at some locations and only with stock available."""
-    query = select(*LEVEL_COLUMNS).where(stock_levels.c.item_sku.in_(list(skus)))
-    if location_ids is not None:
-        query = query.where(stock_levels.c.location_id.in_(list(location_ids)))
-    if positive:
-        query = query.where(AVAILABLE > 0)
-    return list((await session.execute(query)).all())
 
 
 async def add_on_hand(

@@ -261,7 +261,7 @@ async def test_listing_orders_pages_filters_and_scopes(catalogue: Catalogue, cus
         svc.ListOrdersRequest(parent=name, page_size=2, page_token=first.next_page_token)
     )
     assert [o.name for o in [*first.orders, *rest.orders]] == [o.name for o in reversed(placed)]
-    assert not rest.next_page_token
+    assert not rest.next_page_token and rest.total_size == 3
     oldest = await api.ListOrders(svc.ListOrdersRequest(parent=name, order_by="create_time"))
     assert [o.name for o in oldest.orders] == [o.name for o in placed]
     by_number = await api.ListOrders(
