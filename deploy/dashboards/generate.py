@@ -81,6 +81,64 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             [(f"max(omni_identity_signing_keys{{{NS}}})", "keys")],
         ),
     ],
+    "profile": [
+        (
+            "Events applied to the timeline by source",
+            "ops",
+            [(f"sum by (source) (rate(omni_profile_events_applied_total{{{NS}}}{RATE}))", "{{source}}")],
+        ),
+        (
+            "Customer view fan-out p99 by source",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le, source) "
+                    f"(rate(omni_profile_view_fanout_seconds_bucket{{{NS}}}{RATE})))",
+                    "{{source}}",
+                )
+            ],
+        ),
+        (
+            "Customer views degraded, by unavailable source",
+            "ops",
+            [
+                (
+                    f"sum by (source) (rate(omni_profile_view_unavailable_sources_total{{{NS}}}{RATE}))",
+                    "{{source}}",
+                )
+            ],
+        ),
+        (
+            "Segment evaluations by kind",
+            "ops",
+            [(f"sum by (kind) (rate(omni_profile_segment_evaluations_total{{{NS}}}{RATE}))", "{{kind}}")],
+        ),
+        (
+            "Segment membership changes",
+            "ops",
+            [
+                (
+                    f"sum by (change) (rate(omni_profile_segment_membership_changes_total{{{NS}}}{RATE}))",
+                    "{{change}}",
+                )
+            ],
+        ),
+        (
+            "Erasure receipts by service and state",
+            "ops",
+            [
+                (
+                    f"sum by (service, state) (rate(omni_profile_erasure_receipts_total{{{NS}}}{RATE}))",
+                    "{{service}} {{state}}",
+                )
+            ],
+        ),
+        (
+            "Merges and unmerges",
+            "ops",
+            [(f"sum by (kind) (rate(omni_profile_merges_total{{{NS}}}{RATE}))", "{{kind}}")],
+        ),
+    ],
     "cart": [
         (
             "Checkouts by outcome",

@@ -133,3 +133,12 @@ class Settings:
     def setting(self, name: str, default: str) -> str:
         """A service-specific setting ``OMNI_<SERVICE>_<NAME>`` (e.g. OMNI_CART_PRICE_TTL_SECONDS)."""
         return self.extra.get(f"OMNI_{self.service.upper()}_{name.upper()}", default)
+
+    def number(self, name: str, default: float, *, positive: bool = False) -> float:
+        """A numeric service-specific setting: never negative, and above zero with ``positive``
+        (timeouts, intervals, batch sizes); ``default`` when unset or empty."""
+        key = f"OMNI_{self.service.upper()}_{name.upper()}"
+        value = _float(self.extra, key, default)
+        if value < 0 or (positive and value == 0):
+            raise ConfigError(f"{key} must be {'positive' if positive else 'zero or more'}, got {value:g}")
+        return value

@@ -7,7 +7,9 @@ Omni therefore accepts the same language, answers the same errors and pages the 
 
 Filter grammar (deliberately small)::
 
-    filter     := comparison ( "AND" comparison )*
+    filter     := term ( "AND" term )*
+    term       := factor ( "OR" factor )*
+    factor     := comparison | "(" comparison ( "OR" comparison )* ")"
     comparison := FIELD OP VALUE
     OP         := "=" | "!=" | "<" | "<=" | ">" | ">=" | ":"
     VALUE      := "quoted string" | integer | true | false | ENUM_VALUE_NAME
@@ -17,8 +19,12 @@ strings take quoted strings, integers take integers, booleans ``true``/``false``
 of a value (``STATE_ACTIVE``), timestamps a quoted RFC 3339 time with a zone
 (``"2025-01-01T00:00:00Z"``). Strings, booleans and enums compare with ``=`` and ``!=``;
 integers and timestamps with every comparison. A repeated field takes only ``:`` ("has":
-``roles:ROLE_AGENT``), a field that is not repeated never does. ``OR``, ``NOT``, ``-`` and
-parentheses are refused with a message that says so rather than misread, and an unknown field
+``roles:ROLE_AGENT``), a field that is not repeated never does. As in AIP-160, ``OR`` binds
+tighter than ``AND``: ``a AND b OR c`` is ``a AND (b OR c)``, and parentheses group OR-ed
+comparisons (``type = TYPE_CALL AND (channel = CHANNEL_WEB OR channel = CHANNEL_STORE_POS)``).
+A filter is therefore always a conjunction of disjunctions, which every index can serve and
+every listing compiles the same way. ``NOT``, ``-`` and parentheses around anything but OR-ed
+comparisons are refused with a message that says so rather than misread, and an unknown field
 is refused rather than ignored, so a typo never widens a result.
 
 Page tokens are keyset tokens: the sort key of the last row returned plus a fingerprint of the
@@ -102,6 +108,17 @@ class Condition:
         return self.field.removeprefix(self.prefix)
 
 
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """Comparisons joined by ``OR`` (a filter's term that holds when one of them holds)."""
+
+    conditions: tuple[Condition, ...]
+
+
+# One term of a parsed filter: the filter holds when every term holds.
+Term: TypeAlias = Condition | AnyOf
+
+
 # How a condition becomes SQL: a column (or any SQL expression) compared with ``compare``, or
 # a function of the whole condition for fields stored differently from how they are named.
 Compiler: TypeAlias = Callable[[Condition], ColumnElement[bool]]
@@ -168,7 +185,8 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _PREFIX_KEY = re.compile(r"[a-z][a-z0-9_]*")
-_NO_OR = "comparisons must be joined by AND (OR, NOT, '-' and parentheses are not supported)"
+_JOIN = "comparisons must be joined by AND or OR (NOT and '-' are not supported)"
+_GROUP = "parentheses group comparisons joined by OR, such as (type = A OR type = B)"
 
 
 class _FilterError(Exception):
@@ -184,12 +202,10 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if match is None or match.end() == pos:
             rest = text[pos:].lstrip()
             if rest.startswith("-"):
-                raise _FilterError(_NO_OR)
+                raise _FilterError(_JOIN)
             at = len(text) - len(rest)
             raise _FilterError(f"unexpected character at position {at}: {rest[:10]!r}")
         kind = match.lastgroup or ""
-        if kind == "paren":
-            raise _FilterError(_NO_OR)
         out.append((kind, match.group(kind)))
         pos = match.end()
     return out
@@ -260,13 +276,13 @@ def _comparison(
     tokens: list[tuple[str, str]], fields: Mapping[str, Field], prefixes: Mapping[str, Field]
 ) -> Condition:
     (k1, name), (k2, op), (k3, raw) = tokens
+    if k1 == "paren":
+        raise _FilterError(_GROUP)
     if k1 != "word" or name in ("NOT", "OR", "AND"):
-        raise _FilterError(
-            _NO_OR if name in ("NOT", "OR") else f"expected `field operator value` near {name!r}"
-        )
+        raise _FilterError(_JOIN if name == "NOT" else f"expected `field operator value` near {name!r}")
     if k2 != "op":
         raise _FilterError(f"expected an operator after {name!r}")
-    if k3 not in ("string", "number", "word"):
+    if k3 not in ("string", "number", "word") or raw in ("AND", "OR", "NOT"):
         raise _FilterError(f"expected a value after `{name} {op}`")
     spec, prefix = _field(name, fields, prefixes)
     if op not in spec.operators:
@@ -280,14 +296,52 @@ def _comparison(
     return Condition(name, op, _value(name, spec, k3, raw), prefix)
 
 
+class _Terms:
+    """The recursive-descent reader of a filter's tokens (see the grammar above)."""
+
+    def __init__(
+        self, tokens: list[tuple[str, str]], fields: Mapping[str, Field], prefixes: Mapping[str, Field]
+    ) -> None:
+        self.tokens, self.fields, self.prefixes, self.i = tokens, fields, prefixes, 0
+
+    def at(self, token: tuple[str, str]) -> bool:
+        if self.i < len(self.tokens) and self.tokens[self.i] == token:
+            self.i += 1
+            return True
+        return False
+
+    def comparison(self, after: str) -> Condition:
+        if self.i + 3 > len(self.tokens):
+            raise _FilterError("expected `field operator value`" + (f" after {after}" if after else ""))
+        found = _comparison(self.tokens[self.i : self.i + 3], self.fields, self.prefixes)
+        self.i += 3
+        return found
+
+    def term(self, after: str) -> Term:
+        alternatives: list[Condition] = []
+        while True:
+            if self.at(("paren", "(")):
+                alternatives.append(self.comparison(after))
+                while self.at(("word", "OR")):
+                    alternatives.append(self.comparison("OR"))
+                if not self.at(("paren", ")")):
+                    raise _FilterError(_GROUP)
+            else:
+                alternatives.append(self.comparison(after))
+            if not self.at(("word", "OR")):
+                break
+            after = "OR"
+        return alternatives[0] if len(alternatives) == 1 else AnyOf(tuple(alternatives))
+
+
 def parse_filter(
     text: str,
     fields: Mapping[str, Field],
     *,
     prefixes: Mapping[str, Field] | None = None,
     domain: str = "omni",
-) -> list[Condition]:
-    """The conditions of ``text`` (all of which must hold); INVALID_ARGUMENT on anything else.
+) -> list[Term]:
+    """The terms of ``text`` (all of which must hold); INVALID_ARGUMENT on anything else.
 
     ``prefixes`` declares families of fields such as ``attributes.<key>`` (keys in snake case).
     """
@@ -296,19 +350,13 @@ def parse_filter(
     try:
         if len(text) > MAX_FILTER_LENGTH:
             raise _FilterError(f"must be at most {MAX_FILTER_LENGTH} characters")
-        tokens = _tokens(text)
-        out: list[Condition] = []
-        i = 0
-        while True:
-            if i + 3 > len(tokens):
-                raise _FilterError("expected `field operator value`" + (" after AND" if out else ""))
-            out.append(_comparison(tokens[i : i + 3], fields, prefixes or {}))
-            i += 3
-            if i == len(tokens):
-                return out
-            if tokens[i] != ("word", "AND"):
-                raise _FilterError(_NO_OR)
-            i += 1
+        reader = _Terms(_tokens(text), fields, prefixes or {})
+        out: list[Term] = [reader.term("")]
+        while reader.i < len(reader.tokens):
+            if not reader.at(("word", "AND")):
+                raise _FilterError(_GROUP if reader.tokens[reader.i] == ("paren", ")") else _JOIN)
+            out.append(reader.term("AND"))
+        return out
     except _FilterError as exc:
         raise _violation("filter", str(exc), INVALID_FILTER, domain) from None
 
@@ -468,17 +516,20 @@ def by_name(expr: ColumnElement[Any], prefix: str) -> Compiler:
     return compile_
 
 
-def where(conditions: Sequence[Condition], fields: Mapping[str, Field]) -> list[ColumnElement[bool]]:
-    """SQL for parsed conditions, through each field's ``sql`` (prefixed fields by their prefix)."""
-    out: list[ColumnElement[bool]] = []
-    for cond in conditions:
-        target = fields[cond.prefix or cond.field].sql
-        if target is None:
-            raise TypeError(f"filter field {cond.field!r} has no SQL mapping")
-        out.append(
-            compare(target, cond.op, cond.value) if isinstance(target, ColumnElement) else target(cond)
-        )
-    return out
+def _sql(cond: Condition, fields: Mapping[str, Field]) -> ColumnElement[bool]:
+    target = fields[cond.prefix or cond.field].sql
+    if target is None:
+        raise TypeError(f"filter field {cond.field!r} has no SQL mapping")
+    return compare(target, cond.op, cond.value) if isinstance(target, ColumnElement) else target(cond)
+
+
+def where(terms: Sequence[Term], fields: Mapping[str, Field]) -> list[ColumnElement[bool]]:
+    """SQL for parsed terms, through each field's ``sql`` (prefixed fields by their prefix):
+    one condition per term, an OR of its comparisons for an ``AnyOf``."""
+    return [
+        or_(*(_sql(c, fields) for c in term.conditions)) if isinstance(term, AnyOf) else _sql(term, fields)
+        for term in terms
+    ]
 
 
 SortKeys: TypeAlias = list[tuple[ColumnElement[Any], bool]]
@@ -587,7 +638,7 @@ class Listing:
         own = check if check is not None else Checker()
         page_size = min(own.page_size("page_size", request.page_size), self.max_page_size)
         fingerprint = query_fingerprint(*scope, request.filter, request.order_by)
-        conditions: list[Condition] = []
+        conditions: list[Term] = []
         order = parse_order_by(self.default_order, self.order_by)
         position: list[KeyValue] | None = None
         try:
@@ -613,14 +664,19 @@ class ListQuery:
 
     listing: Listing
     page_size: int
-    conditions: list[Condition]
+    conditions: list[Term]
     order: Order
     after: list[KeyValue] | None
     fingerprint: str
 
     def mentions(self, name: str) -> bool:
-        """Whether the filter has a condition on ``name`` (for defaults such as "only ACTIVE")."""
-        return any(c.field == name for c in self.conditions)
+        """Whether the filter has a condition on ``name`` (for defaults such as "only ACTIVE"),
+        alone or among alternatives."""
+        return any(
+            c.field == name
+            for term in self.conditions
+            for c in (term.conditions if isinstance(term, AnyOf) else (term,))
+        )
 
     def where(self) -> list[ColumnElement[bool]]:
         """The filter as SQL conditions."""

@@ -159,6 +159,12 @@ class Platform:
         if own is not None and name != "identity":
             env["OMNI_SERVICE_CLIENT_ID"] = str(own["client_id"])
             env["OMNI_SERVICE_CLIENT_SECRET"] = str(own["secret"])
+        if name == "profile":
+            # The services started here are the ones whose views, exports and erasure receipts
+            # profile waits for.
+            env.setdefault(
+                "OMNI_PROFILE_PEERS", ",".join(s for s in self.services if s not in ("profile", "gateway"))
+            )
         if name == "identity":
             env["OMNI_IDENTITY_BOOTSTRAP_CLIENTS_FILE"] = str(self.home / "secrets" / "service-clients.json")
         if name == "messaging":

@@ -10,19 +10,6 @@ from services.cart.domain.lines import Limits
 from services.cart.domain.merge import MergeMode
 
 
-def _number(settings: Settings, name: str, default: float) -> float:
-    raw = settings.setting(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"OMNI_CART_{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"OMNI_CART_{name} must not be negative")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class CartConfig:
     # A line's price snapshot older than this is refreshed at the cart's next change.
@@ -58,18 +45,18 @@ class CartConfig:
         if len(currency) != 3 or not currency.isalpha():
             raise ConfigError("OMNI_CART_DEFAULT_CURRENCY must be an ISO 4217 code")
         return cls(
-            price_ttl=timedelta(seconds=_number(settings, "PRICE_TTL_SECONDS", 900)),
-            catalogue_cache_seconds=_number(settings, "CATALOGUE_CACHE_SECONDS", 2.0),
+            price_ttl=timedelta(seconds=settings.number("PRICE_TTL_SECONDS", 900)),
+            catalogue_cache_seconds=settings.number("CATALOGUE_CACHE_SECONDS", 2.0),
             default_currency=currency,
             limits=Limits(
-                max_lines=int(_number(settings, "MAX_LINES", 100)),
-                max_units=int(_number(settings, "MAX_UNITS", 5000)),
+                max_lines=int(settings.number("MAX_LINES", 100)),
+                max_units=int(settings.number("MAX_UNITS", 5000)),
             ),
-            abandon_after=timedelta(seconds=_number(settings, "ABANDON_AFTER_SECONDS", 86400)),
-            sweep_interval=_number(settings, "SWEEP_INTERVAL_SECONDS", 60),
-            reservation_ttl=timedelta(seconds=_number(settings, "RESERVATION_TTL_SECONDS", 7 * 86400)),
-            pickup_window=timedelta(seconds=_number(settings, "PICKUP_WINDOW_SECONDS", 3 * 86400)),
-            watch_max_age=_number(settings, "WATCH_MAX_AGE_SECONDS", 1800),
-            watch_queue_size=max(1, int(_number(settings, "WATCH_QUEUE_SIZE", 16))),
+            abandon_after=timedelta(seconds=settings.number("ABANDON_AFTER_SECONDS", 86400)),
+            sweep_interval=settings.number("SWEEP_INTERVAL_SECONDS", 60),
+            reservation_ttl=timedelta(seconds=settings.number("RESERVATION_TTL_SECONDS", 7 * 86400)),
+            pickup_window=timedelta(seconds=settings.number("PICKUP_WINDOW_SECONDS", 3 * 86400)),
+            watch_max_age=settings.number("WATCH_MAX_AGE_SECONDS", 1800),
+            watch_queue_size=max(1, int(settings.number("WATCH_QUEUE_SIZE", 16))),
             guest_merge_mode=mode,
         )

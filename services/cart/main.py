@@ -12,7 +12,7 @@ from services.cart.carts import CartOps
 from services.cart.checkout import Checkout
 from services.cart.config import CartConfig
 from services.cart.erasure import erase_customer
-from services.cart.events import GUEST_UPGRADED, RESERVATION_EXPIRED, Handlers
+from services.cart.events import GUEST_UPGRADED, PROFILES_MERGED, RESERVATION_EXPIRED, Handlers
 from services.cart.inventory_client import InventoryClient
 from services.cart.orders import OrderOps
 from services.cart.promotion_admin import PromotionAdmin
@@ -33,6 +33,7 @@ async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     cart_service_pb2_grpc.add_CartServiceServicer_to_server(servicer, server)
     handlers = Handlers(carts, orders, config)
     runtime.consume("guest-upgrades", [GUEST_UPGRADED], handlers.on_guest_upgraded)
+    runtime.consume("profile-merges", [PROFILES_MERGED], handlers.on_profiles_merged)
     runtime.consume("reservation-expiries", [RESERVATION_EXPIRED], handlers.on_reservation_expired)
     consume_erasures(runtime, erase_customer, events_pb2.CustomerErasureProcessedEvent)
     sweeper = Sweeper(

@@ -1,4 +1,4 @@
-"""What identity publishes (event builders) and consumes (profile's duplicate merges).
+"""What identity publishes (event builders) and consumes (profile's merges and unmerges).
 
 Published through the transactional outbox, so an event exists exactly when its change was
 committed. Subjects derive from message names (``CustomerRegisteredEvent`` →
@@ -167,6 +167,21 @@ def session_revoked(session_name: str, principal: str, reason: int) -> events_pb
 # --- consumed ------------------------------------------------------------------------------------
 
 
+async def move_identifier(
+    outbox: Outbox, session: AsyncSession, row: Any, to_customer: str, *, primary: bool
+) -> None:
+    """Give an identifier to another customer: IdentifierUnlinkedEvent MOVED from the holder,
+    then IdentifierLinkedEvent for the new one (merges and unmerges that profile decided)."""
+    await outbox.emit(session, identifier_unlinked(row, UNLINKED.REASON_MOVED))
+    await session.execute(
+        update(store.identifiers)
+        .where(store.identifiers.c.id == row.id)
+        .values(customer_id=to_customer, is_primary=primary)
+    )
+    moved = SimpleNamespace(**{**row._asdict(), "customer_id": to_customer, "is_primary": primary})
+    await outbox.emit(session, identifier_linked(moved))
+
+
 class ProfileMerges:
     """Profile's ProfilesMergedEvent, reason DUPLICATE: the two records were one person.
 
@@ -202,16 +217,69 @@ class ProfileMerges:
             return
         taken = {row.kind for row in await store.customer_identifiers(session, target_id) if row.is_primary}
         for row in await store.customer_identifiers(session, source_id):
-            primary = row.is_primary and row.kind not in taken
-            await self.outbox.emit(session, identifier_unlinked(row, UNLINKED.REASON_MOVED))
-            await session.execute(
-                update(store.identifiers)
-                .where(store.identifiers.c.id == row.id)
-                .values(customer_id=target_id, is_primary=primary)
+            await move_identifier(
+                self.outbox, session, row, target_id, primary=row.is_primary and row.kind not in taken
             )
-            moved = SimpleNamespace(**{**row._asdict(), "customer_id": target_id, "is_primary": primary})
-            await self.outbox.emit(session, identifier_linked(moved))
         await store.bump_customer(session, source_id, state=Customer.STATE_MERGED, merged_into=target_id)
         await self.sessions.revoke_all(
             session, customer_name(source_id), events_pb2.SessionRevokedEvent.REASON_PRINCIPAL_DISABLED
         )
+
+
+# Profile's contact-point kinds that are identity's identifiers (push tokens are not).
+IDENTIFIER_OF_CONTACT_POINT = {
+    profile_resources_pb2.ContactPoint.KIND_EMAIL: resources_pb2.IDENTIFIER_KIND_EMAIL,
+    profile_resources_pb2.ContactPoint.KIND_PHONE: resources_pb2.IDENTIFIER_KIND_PHONE,
+    profile_resources_pb2.ContactPoint.KIND_FACEBOOK: resources_pb2.IDENTIFIER_KIND_FACEBOOK,
+    profile_resources_pb2.ContactPoint.KIND_WHATSAPP: resources_pb2.IDENTIFIER_KIND_WHATSAPP,
+    profile_resources_pb2.ContactPoint.KIND_INSTAGRAM: resources_pb2.IDENTIFIER_KIND_INSTAGRAM,
+}
+
+
+class ProfileUnmerges:
+    """Profile's ProfilesUnmergedEvent (any reason): a merge was undone.
+
+    The source customer, if it is still MERGED into the target, is usable again: ACTIVE when it
+    had registered (a password or a register time), GUEST otherwise, ``merged_into`` cleared.
+    The target's identifiers named in
+    ``returned_contact_points`` move back to it (IdentifierUnlinkedEvent MOVED, then
+    IdentifierLinkedEvent), primary when the source has no primary of that kind; the target
+    keeps every other identifier, including those it gained since the merge. Sessions are not
+    restored: the source logs in again. A source that is no longer merged into the target
+    (erased, unmerged before) is left as it is.
+    """
+
+    SUBJECTS = ("omni.profile.profiles_unmerged",)
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    async def __call__(self, session: AsyncSession, event: Event) -> None:
+        unmerged = event.decode(profile_events_pb2.ProfilesUnmergedEvent)
+        source_id = unmerged.source_customer.removeprefix("customers/")
+        target_id = unmerged.target_customer.removeprefix("customers/")
+        if not source_id or not target_id or source_id == target_id:
+            log.warning("ignoring a profile unmerge without two distinct customers (event %s)", event.id)
+            return
+        rows = {}
+        for customer_id in sorted((source_id, target_id)):  # the merge consumer's lock order
+            rows[customer_id] = await store.customer_for_update(session, customer_id)
+        source = rows[source_id]
+        if source is None or source.state != Customer.STATE_MERGED or source.merged_into != target_id:
+            log.info("profile unmerge %s <- %s: nothing for identity to do", target_id, source_id)
+            return
+        returned = {
+            (IDENTIFIER_OF_CONTACT_POINT[p.kind], p.value)
+            for p in unmerged.returned_contact_points
+            if p.kind in IDENTIFIER_OF_CONTACT_POINT
+        }
+        taken: set[int] = set()
+        for row in await store.customer_identifiers(session, target_id):
+            if (row.kind, row.value) not in returned:
+                continue
+            await move_identifier(self.outbox, session, row, source_id, primary=row.kind not in taken)
+            taken.add(row.kind)
+        # Guests never set a password nor registered; every registered customer did one or both.
+        registered = source.register_time is not None or source.password_hash is not None
+        state = Customer.STATE_ACTIVE if registered else Customer.STATE_GUEST
+        await store.bump_customer(session, source_id, state=state, merged_into=None)

@@ -19,7 +19,8 @@ from omni_runtime.server import Runtime, ServiceDefinition
 from services.identity import bootstrap, store
 from services.identity.api import Deps, IdentityServicer
 from services.identity.config import IdentityConfig
-from services.identity.events import ProfileMerges
+from services.identity.erasure import ProfileErasures
+from services.identity.events import ProfileMerges, ProfileUnmerges
 from services.identity.keys import DatabaseKeyRing, DirectoryKeyRing, KeyRing
 from services.identity.passwords import Passwords
 from services.identity.sessions import SessionManager
@@ -88,6 +89,10 @@ async def _register(server: grpc.aio.Server, runtime: Runtime) -> None:
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(deps), server)
     runtime.consume(
         "profile-merges", list(ProfileMerges.SUBJECTS), ProfileMerges(runtime.outbox, deps.sessions)
+    )
+    runtime.consume("profile-unmerges", list(ProfileUnmerges.SUBJECTS), ProfileUnmerges(runtime.outbox))
+    runtime.consume(
+        "profile-erasures", list(ProfileErasures.SUBJECTS), ProfileErasures(runtime.outbox, deps.sessions)
     )
     if config.bootstrap_clients_file is not None:
         await bootstrap.sync_file(runtime.db, passwords, config.bootstrap_clients_file)

@@ -16,8 +16,11 @@ from omni.cart.v1 import cart_service_pb2 as svc
 from omni.cart.v1 import events_pb2 as ev
 from omni.cart.v1 import resources_pb2 as r
 from omni.identity.v1 import events_pb2 as identity_events
+from omni.profile.v1 import events_pb2 as profile_events
+from omni.profile.v1 import resources_pb2 as profile_r
 from omni.type.v1 import channel_pb2
 from omni_runtime.config import Settings
+from omni_runtime.testing.events import publish_event
 from omni_runtime.testing.plugin import Infra
 from omni_runtime.testing.services import RunningService
 from tests.cart.conftest import (
@@ -193,6 +196,55 @@ async def test_a_guest_upgraded_event_merges_the_guest_cart(
     finally:
         await nc.close()
     assert not (await as_guest.GetCart(svc.GetCartRequest(name=f"{guest}/cart"))).lines
+
+
+async def test_profiles_merged_as_duplicates_merge_their_carts(
+    catalogue: Catalogue, make_token, cart: RunningService, omni_infra: Infra
+) -> None:
+    """Profile's ProfilesMergedEvent (DUPLICATE) merges the carts; GUEST_LOGIN merges are left to
+    guest_upgraded (published first here, so it is applied before the DUPLICATE one)."""
+    (a, b, c), source, target, _, as_source, as_target = await guest_and_customer(catalogue, make_token, cart)
+    _, other_guest, other_member, _, as_other_guest, _ = await guest_and_customer(catalogue, make_token, cart)
+
+    def merged_event(src: str, dst: str, reason: int) -> profile_events.ProfilesMergedEvent:
+        return profile_events.ProfilesMergedEvent(
+            source_customer=src,
+            source_profile=f"{src}/profile",
+            target_customer=dst,
+            target_profile=f"{dst}/profile",
+            reason=reason,  # type: ignore[arg-type]
+        )
+
+    await publish_event(
+        omni_infra.nats_url, merged_event(other_guest, other_member, profile_r.MERGE_REASON_GUEST_LOGIN)
+    )
+    duplicate = merged_event(source, target, profile_r.MERGE_REASON_DUPLICATE)
+    event_id = await publish_event(omni_infra.nats_url, duplicate)
+
+    async def merged() -> bool:
+        return units(await as_target.GetCart(svc.GetCartRequest(name=f"{target}/cart"))) == {
+            (a, ""): 5,
+            (c, ""): 1,
+            (b, catalogue.store): 1,
+        }
+
+    await eventually(merged, 15)
+    assert not (await as_source.GetCart(svc.GetCartRequest(name=f"{source}/cart"))).lines
+    assert len((await as_other_guest.GetCart(svc.GetCartRequest(name=f"{other_guest}/cart"))).lines) == 2
+    # Redeliveries (one past the inbox) merge an empty cart: nothing changes. The other pair's
+    # DUPLICATE merge, published after them, marks when they have been applied.
+    etag = (await as_target.GetCart(svc.GetCartRequest(name=f"{target}/cart"))).etag
+    await publish_event(omni_infra.nats_url, duplicate, event_id=str(uuid.uuid4()))
+    await publish_event(omni_infra.nats_url, duplicate, event_id=event_id)
+    await publish_event(
+        omni_infra.nats_url, merged_event(other_guest, other_member, profile_r.MERGE_REASON_DUPLICATE)
+    )
+
+    async def marker_applied() -> bool:
+        return not (await as_other_guest.GetCart(svc.GetCartRequest(name=f"{other_guest}/cart"))).lines
+
+    await eventually(marker_applied, 15)
+    assert (await as_target.GetCart(svc.GetCartRequest(name=f"{target}/cart"))).etag == etag
 
 
 async def test_watch_resumes_from_an_etag(catalogue: Catalogue, customer) -> None:

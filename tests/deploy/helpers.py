@@ -34,10 +34,11 @@ VALUE_SETS = {
 }
 
 # Who calls whom (ARCHITECTURE, issue 7): the gateway calls all six services, every service
-# calls identity for its JWKS, cart calls inventory, messaging calls preferences and profile.
+# calls identity for its JWKS, cart calls inventory, messaging calls preferences and profile,
+# profile calls every service that holds customer data (views, exports, erasure receipts).
 EXPECTED_CALLS: dict[str, set[str]] = {
     "identity": set(),
-    "profile": {"identity"},
+    "profile": {"identity", "cart", "inventory", "preferences", "messaging"},
     "cart": {"identity", "inventory"},
     "inventory": {"identity"},
     "messaging": {"identity", "preferences", "profile"},

@@ -339,6 +339,17 @@ def test_a_disabled_service_renders_nothing() -> None:
     assert "OMNI_MESSAGING_TARGET" in env  # the gateway still names it; it is simply not running
 
 
+def test_profile_is_told_which_peers_the_release_runs(default_release: Release) -> None:
+    """OMNI_PROFILE_PEERS (callsEnv) lists the enabled services among profile's calls: an erasure
+    waits for the receipts of exactly those, the view and the export ask exactly those."""
+    env = env_of(inv._container(default_release, "profile") or {})
+    assert env["OMNI_PROFILE_PEERS"] == "identity,cart,inventory,preferences,messaging"
+    release = render(overrides={"services": {"messaging": {"enabled": False}}})
+    env = env_of(inv._container(release, "profile") or {})
+    assert env["OMNI_PROFILE_PEERS"] == "identity,cart,inventory,preferences"
+    assert "OMNI_PROFILE_PEERS" not in env_of(inv._container(default_release, "cart") or {})
+
+
 def test_provider_credentials_come_from_secrets_and_egress_is_opened_only_on_request() -> None:
     """Messaging's providers: credentials as secretKeyRef env and mounted Secret files, never in
     values; egress to the outside world only through the block's own `egressTo`."""

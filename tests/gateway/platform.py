@@ -91,6 +91,8 @@ async def running_platform(
             if name == "identity":
                 settings_extra.update(IDENTITY_EXTRA)
                 settings_extra["OMNI_IDENTITY_BOOTSTRAP_CLIENTS_FILE"] = str(clients_file)
+            if name == "profile":  # as make run: profile waits for the services started here
+                settings_extra["OMNI_PROFILE_PEERS"] = ",".join(s for s in started if s != "profile")
             settings_extra.update((extra or {}).get(name, {}))
             settings = test_settings(
                 name,

@@ -300,7 +300,7 @@ async def test_list_identifiers_filters_orders_and_pages(stub: Stub) -> None:
     assert len(seen) == len(set(seen)) == 4
     for bad, field in (
         ("colour = red", "filter"),
-        ("kind = IDENTIFIER_KIND_EMAIL OR verified = true", "filter"),
+        ("kind = IDENTIFIER_KIND_EMAIL OR NOT verified = true", "filter"),
         ("", "page_token"),
     ):
         request = pb.ListIdentifiersRequest(parent=me.customer.name, filter=bad)

@@ -28,6 +28,7 @@ from omni.inventory.v1 import resources_pb2 as res
 from omni_runtime.db.engine import Database
 from omni_runtime.errors import FieldViolation, InvalidArgument
 from omni_runtime.listing import (
+    AnyOf,
     Condition,
     Field,
     Kind,
@@ -93,6 +94,26 @@ def test_filter_parses_conjunctions_of_typed_comparisons() -> None:
     assert (conds[5].prefix, conds[5].key, conds[5].value) == ("attributes.", "colour", "red")
 
 
+def test_or_binds_tighter_than_and_and_parentheses_group_alternatives() -> None:
+    """AIP-160: `a AND b OR c` is `a AND (b OR c)`; the listing's filter is a conjunction of
+    disjunctions (what ListInteractions' `(type = A OR type = B)` needs)."""
+    first, second = parse('active = true AND title = "Cup" OR title = "Jug"')
+    assert isinstance(first, Condition) and first.field == "active"
+    assert isinstance(second, AnyOf) and [c.value for c in second.conditions] == ["Cup", "Jug"]
+    grouped = parse(
+        "(status = STOCK_STATUS_IN_STOCK OR status = STOCK_STATUS_LOW_STOCK) AND (on_hand > 3) "
+        'AND attributes.colour = "red" OR attributes.colour = "blue"'
+    )
+    assert [type(t).__name__ for t in grouped] == ["AnyOf", "Condition", "AnyOf"]
+    assert isinstance(grouped[0], AnyOf)
+    assert [c.value for c in grouped[0].conditions] == [res.STOCK_STATUS_IN_STOCK, res.STOCK_STATUS_LOW_STOCK]
+    # An OR of a group and a comparison is still one term.
+    (term,) = parse('(title = "a" OR title = "b") OR active = false')
+    assert isinstance(term, AnyOf) and len(term.conditions) == 3
+    query = THINGS.parse(Request(filter='title = "Cup" OR state = STOCK_STATUS_IN_STOCK'))
+    assert query.mentions("state") and query.mentions("title") and not query.mentions("rank")
+
+
 @pytest.mark.parametrize("op", ["=", "!=", "<", "<=", ">", ">="])
 def test_numbers_and_times_take_every_comparison(op: str) -> None:
     (number,) = parse(f"on_hand {op} 7")
@@ -152,12 +173,16 @@ def test_an_enum_field_may_accept_only_some_values() -> None:
         ('update_time > "2025-01-01T00:00:00"', "update_time takes an RFC 3339 time"),
         ("update_time > 2025", "update_time takes a quoted RFC 3339 time"),
         ("on_hand = 2147483648", "on_hand: 2147483648 is out of range"),
-        ('title = "a" OR active = true', "must be joined by AND (OR, NOT"),
-        ('title = "a" active = true', "must be joined by AND"),
-        ("NOT active = true", "must be joined by AND (OR, NOT"),
-        ("-active = true", "must be joined by AND (OR, NOT, '-'"),
-        ('(title = "a")', "parentheses are not supported"),
-        ('title = "a" AND (active = true)', "parentheses are not supported"),
+        ('title = "a" active = true', "must be joined by AND or OR"),
+        ("NOT active = true", "NOT and '-' are not supported"),
+        ('title = "a" OR NOT active = true', "NOT and '-' are not supported"),
+        ("-active = true", "NOT and '-' are not supported"),
+        ('(title = "a" AND active = true)', "parentheses group comparisons joined by OR"),
+        ('title = "a" AND (active = true', "parentheses group comparisons joined by OR"),
+        ('((title = "a"))', "parentheses group comparisons joined by OR"),
+        ('title = "a")', "parentheses group comparisons joined by OR"),
+        ('title = "a" OR', "expected `field operator value` after OR"),
+        ("title = OR", "expected a value after `title =`"),
         ("title = ", "expected `field operator value`"),
         ('title = "a" AND', "expected `field operator value` after AND"),
         ("title", "expected `field operator value`"),
@@ -183,9 +208,9 @@ def test_filter_rejects_what_it_does_not_understand(text: str, says: str) -> Non
     assert says in bad.description
 
 
-def test_cart_filters_that_needed_or_not_and_parentheses_are_refused_clearly() -> None:
-    """Cart's own compiler accepted OR, NOT, '-', parentheses and juxtaposition; the shared
-    grammar is AND only (what every contract documents), and says so."""
+def test_cart_filters_that_needed_not_or_juxtaposition_are_refused_clearly() -> None:
+    """Cart's own compiler accepted NOT, '-', any parentheses and juxtaposition; the shared
+    grammar is AND of terms, a term one comparison or OR-ed ones, and says so."""
     fields = {
         "state": Field(Kind.ENUM, cart.OrderState),
         "pickup_stores": Field(Kind.STRING, repeated=True),
@@ -449,6 +474,12 @@ async def ids(db: Database, filter_text: str) -> list[str]:
         ('name = "others/c"', ""),
         ('name != "others/c"', "abcdefg"),
         ('title = "Cup" AND rank = 3 AND active = true AND stores:"locations/s1"', "a"),
+        ('title = "Bowl" OR title = "Jug"', "be"),
+        ("(rank = 3 OR rank < 0) AND active = true", "adf"),
+        ("rank = 3 OR rank < 0 AND active = true", "adf"),
+        ('active = false OR stores:"locations/s3" AND title != "Jug"', "bg"),
+        ('name = "things/c" OR name = "others/a"', "c"),
+        ('attributes.colour = "red" OR attributes.colour = "green"', "adf"),
     ],
 )
 async def test_conditions_select_the_right_rows(db: Database, filter_text: str, expected: str) -> None:

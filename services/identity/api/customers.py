@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import grpc
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omni.identity.v1 import identity_service_pb2 as pb
@@ -13,10 +10,11 @@ from omni.identity.v1 import resources_pb2
 from omni_runtime.context import current_principal
 from omni_runtime.errors import FailedPrecondition, NotFound
 from omni_runtime.validation import Checker
-from services.identity import events, store
+from services.identity import store
 from services.identity.api import convert
 from services.identity.api.base import CUSTOMER_PATTERN, Customer, HandlerBase, check_etag, customer_is_guest
 from services.identity.api.common import DOMAIN, scope, transact
+from services.identity.erasure import erase_customer
 from services.identity.sessions import Reason
 
 
@@ -127,29 +125,7 @@ class CustomerHandlers(HandlerBase):
                     domain=DOMAIN,
                     violations=[("STATE", request.name, "the customer is in state STATE_MERGED")],
                 )
-            now = datetime.now(UTC)
-            await session.execute(store.identifiers.delete().where(store.identifiers.c.customer_id == row.id))
-            await session.execute(store.challenges.delete().where(store.challenges.c.customer_id == row.id))
-            await self.d.sessions.revoke_all(session, request.name, Reason.REASON_CUSTOMER_ERASED)
-            # Session rows keep only what is needed to refuse their refresh tokens.
-            await session.execute(
-                update(store.sessions)
-                .where(store.sessions.c.principal == request.name)
-                .values(user_agent="", ip_address="", device="")
-            )
-            await store.bump_customer(
-                session,
-                row.id,
-                state=Customer.STATE_ERASED,
-                display_name="",
-                password_hash=None,
-                origin_device="",
-                failed_logins=0,
-                locked_until=None,
-                lock_reason="",
-                erase_time=now,
-            )
-            await self.d.outbox.emit(session, events.customer_erased(row.id, requested_by))
+            await erase_customer(session, self.d.outbox, self.d.sessions, row, requested_by)
             return await self.reload_customer(session, row.id)
 
         return await transact(self.d.db, scope("EraseCustomer"), request, resources_pb2.Customer, body)

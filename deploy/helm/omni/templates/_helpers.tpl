@@ -70,6 +70,7 @@ Every enabled service, resolved, as JSON: name -> the block laid over serviceDef
   grpcService     the gRPC service name its health checks ask for
   port            API port (50051 gRPC, 8080 HTTP) and portName (grpc | http)
   callers         enabled services whose `calls` name it
+  deployedCalls   the enabled services among its `calls` (for `callsEnv`)
   shutdownGraceSeconds, terminationGracePeriodSeconds
   databaseSecret  {name, key} of its OMNI_DATABASE_URL (when database.enabled)
 Usage: {{ $services := include "omni.services" . | fromJson }}
@@ -137,6 +138,13 @@ Usage: {{ $services := include "omni.services" . | fromJson }}
 {{- end -}}
 {{- end -}}
 {{- $_ := set $svc "callers" $callers -}}
+{{- $deployed := list -}}
+{{- range $peer := $svc.calls -}}
+{{- if hasKey $enabled $peer -}}
+{{- $deployed = append $deployed $peer -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $svc "deployedCalls" $deployed -}}
 {{- end -}}
 {{- toJson $enabled -}}
 {{- end -}}
@@ -218,6 +226,9 @@ Call with (dict "root" $ "svc" $svc).
 {{- end -}}
 {{- range $peer := $svc.calls -}}
 {{- $_ := set $plain (printf "OMNI_%s_TARGET" (upper $peer)) (printf "%s-%s:50051" $fullname $peer) -}}
+{{- end -}}
+{{- if $svc.callsEnv -}}
+{{- $_ := set $plain $svc.callsEnv (join "," ($svc.deployedCalls | default list)) -}}
 {{- end -}}
 {{- if $svc.signingKeys.enabled -}}
 {{- $_ := set $plain "OMNI_JWT_PRIVATE_KEYS_DIR" $svc.signingKeys.mountPath -}}
