@@ -53,7 +53,7 @@ contracts: $(STAMP)
 	$(BIN)/omni protos breaking
 
 typecheck: $(STAMP)
-	$(BIN)/mypy libs/omni_runtime libs/omni_client services/profile services/messaging
+	$(BIN)/mypy libs/omni_runtime libs/omni_client services/profile services/messaging services/preferences
 	$(BIN)/mypy examples/*.py
 
 pytest: $(STAMP)

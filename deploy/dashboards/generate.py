@@ -156,6 +156,60 @@ DOMAIN_PANELS: dict[str, list[tuple[str, str, list[tuple[str, str]]]]] = {
             [(f"sum(omni_cart_watchers{{{NS}}})", "watchers")],
         ),
     ],
+    "preferences": [
+        (
+            "Contact decisions by outcome and reason",
+            "ops",
+            [
+                (
+                    f"sum by (outcome, reason) (rate(omni_preferences_decisions_total{{{NS}}}{RATE}))",
+                    "{{outcome}} {{reason}}",
+                )
+            ],
+        ),
+        (
+            "Refused decisions by purpose",
+            "percentunit",
+            [
+                (
+                    "sum by (purpose) (rate(omni_preferences_decisions_total"
+                    f'{{{NS}, outcome="refused"}}{RATE})) / '
+                    f"sum by (purpose) (rate(omni_preferences_decisions_total{{{NS}}}{RATE}))",
+                    "{{purpose}}",
+                )
+            ],
+        ),
+        (
+            "Consent changes by state and cause",
+            "ops",
+            [
+                (
+                    f"sum by (state, cause) (rate(omni_preferences_consent_changes_total{{{NS}}}{RATE}))",
+                    "{{state}} ({{cause}})",
+                )
+            ],
+        ),
+        (
+            "Double opt-in confirmations by outcome",
+            "ops",
+            [(f"sum by (outcome) (rate(omni_preferences_confirmations_total{{{NS}}}{RATE}))", "{{outcome}}")],
+        ),
+        (
+            "Contacts counted against caps",
+            "ops",
+            [
+                (
+                    f"sum by (via, result) (rate(omni_preferences_contacts_total{{{NS}}}{RATE}))",
+                    "{{via}} {{result}}",
+                )
+            ],
+        ),
+        (
+            "Pending-consent expiry sweeps by outcome",
+            "ops",
+            [(f"sum by (outcome) (rate(omni_preferences_sweeps_total{{{NS}}}{RATE}))", "{{outcome}}")],
+        ),
+    ],
     "inventory": [
         (
             "Reservations by outcome",

@@ -58,6 +58,15 @@ class _PropagatingInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.Una
 
     def __init__(self, token_provider: TokenProvider | None) -> None:
         self.token_provider = token_provider
+        self._children: dict[str, _ClientMetrics] = {}
+
+    def _metrics(self, details: grpc.aio.ClientCallDetails) -> _ClientMetrics:
+        """The unary method's metric children, resolved on its first call."""
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        found = self._children.get(method)
+        if found is None:
+            found = self._children[method] = _ClientMetrics(self._labels(details, "unary"))
+        return found
 
     async def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         md = _outgoing_metadata(details.metadata)
@@ -83,22 +92,40 @@ class _PropagatingInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.Una
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         details = await self._details(client_call_details)
-        labels = self._labels(details, "unary")
-        metrics.CLIENT_STARTED.labels(*labels).inc()
+        children = self._metrics(details)
+        children.started.inc()
         start = time.perf_counter()
         call = await continuation(details, request)
         code = grpc.StatusCode.UNKNOWN
         try:
             code = await call.code()
         finally:
-            metrics.CLIENT_HANDLED.labels(*labels, metrics.code_label(code)).inc()
-            metrics.CLIENT_HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - start)
+            children.handled(code).inc()
+            children.seconds.observe(time.perf_counter() - start)
         return call
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         details = await self._details(client_call_details)
         metrics.CLIENT_STARTED.labels(*self._labels(details, "server_stream")).inc()
         return await continuation(details, request)
+
+
+class _ClientMetrics:
+    """``grpc_client_*`` children of one method (label lookups once, not per call)."""
+
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self.labels = labels
+        self.started = metrics.CLIENT_STARTED.labels(*labels)
+        self.seconds = metrics.CLIENT_HANDLING_SECONDS.labels(*labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        found = self._handled.get(code)
+        if found is None:
+            found = self._handled[code] = metrics.CLIENT_HANDLED.labels(
+                *self.labels, metrics.code_label(code)
+            )
+        return found
 
 
 class PeerChannels:

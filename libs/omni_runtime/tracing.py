@@ -138,5 +138,9 @@ def inject_headers() -> dict[str, str]:
     return carrier
 
 
-def extract_from_headers(headers: Mapping[str, str] | None) -> object:
-    return propagate.extract(dict(headers or {}))
+def extract_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """An OpenTelemetry context from HTTP or NATS headers (an empty one when they carry none)."""
+    if not headers:
+        return otel_context.Context()
+    carrier = {name: headers[name] for name in _propagated_fields() if name in headers}
+    return propagate.extract(carrier) if carrier else otel_context.Context()

@@ -184,7 +184,14 @@ async def lock_carts(session: AsyncSession, customers: Sequence[str]) -> dict[st
     return {c: cart_from_row(rows[c]) for c in wanted}
 
 
+_LOCK_CART = select(carts).where(carts.c.customer == bindparam("customer")).with_for_update()  # built once
+
+
 async def lock_cart(session: AsyncSession, customer: str) -> Cart:
+    """Lock one cart's row (creating it if needed): every change of a cart starts here."""
+    row = (await session.execute(_LOCK_CART, {"customer": customer})).first()
+    if row is not None:
+        return cart_from_row(row)
     return (await lock_carts(session, [customer]))[customer]
 
 

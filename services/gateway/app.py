@@ -26,7 +26,6 @@ from typing import Any
 import grpc
 from google.protobuf import message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -266,16 +265,16 @@ class Gateway:
         route = found.route
         headers = request.headers
         parent = tracing.extract_from_headers(headers)
-        with self._tracer.start_as_current_span(
+        # The request's span: recorded only when an exporter is configured, otherwise a
+        # non-recording span that still carries the trace id on (omni_runtime.tracing). Each
+        # request has its own task (uvicorn), so the span stays current for exactly this request.
+        span = tracing.ServerSpan(
+            "omni.gateway",
             f"{request.method} {label}",
-            context=parent,  # type: ignore[arg-type]
-            kind=trace.SpanKind.SERVER,
-            attributes={
-                "http.request.method": request.method,
-                "http.route": label,
-                "rpc.method": route.grpc_path,
-            },
-        ) as span:
+            parent,
+            {"http.request.method": request.method, "http.route": label, "rpc.method": route.grpc_path},
+        ).span
+        try:
             channel = self._channel(headers, optional=route.raw_request)
             authorization, client = await self._authenticate(route, request)
             wait = self.limiter.acquire(client)
@@ -317,6 +316,8 @@ class Gateway:
                 span.set_attribute("rpc.grpc.status_code", exc.code().value[0])
                 return errors.from_rpc_error(exc)
             return Response(dumps(response_json(route, reply)), media_type="application/json")
+        finally:
+            span.end()
 
     def _channel(self, headers: Mapping[str, str], *, optional: bool = False) -> call_context.ChannelInfo:
         raw = headers.get(call_context.CHANNEL_KEY, "").strip()

@@ -91,6 +91,10 @@ async def _insert_customer(
         )
         if not inserted:
             raise _LostRace
+        # As a registration does: the linked e-mail, then the registration (preferences and
+        # profile learn the verified address from the first).
+        row = await store.identifier_by_key(session, domain.EMAIL, DEMO_CUSTOMER_EMAIL)
+        await outbox.emit(session, events.identifier_linked(row))
         await outbox.emit(
             session,
             events.customer_registered(

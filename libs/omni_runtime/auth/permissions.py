@@ -105,6 +105,8 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
         ("cart.promotions.list", ALL),
         ("preferences.preferences.get", ALL),
         ("preferences.preferences.decide", ALL),
+        # Count a manual outbound marketing call or message against the customer's caps.
+        ("preferences.preferences.recordContact", ALL),
         ("preferences.consents.*", ALL),
         ("preferences.consentEvents.list", ALL),
         ("messaging.*", ALL),
@@ -125,6 +127,11 @@ ROLE_GRANTS: dict[str, tuple[tuple[str, Scope], ...]] = {
         ("profile.profiles.get", ALL),
         ("profile.customerViews.get", ALL),
         ("profile.interactions.create", ALL),
+        # "Would you like our offers?" at the till: record the answer, see what was agreed.
+        ("preferences.preferences.get", ALL),
+        ("preferences.consents.set", ALL),
+        ("preferences.consents.get", ALL),
+        ("preferences.consents.list", ALL),
         ("cart.carts.*", ALL),
         ("cart.orders.get", STORE),
         ("cart.orders.list", STORE),

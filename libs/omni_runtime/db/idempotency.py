@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import ColumnElement, and_, delete, select, text, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -127,18 +127,29 @@ async def recall(
     claim: _Claim | None = session.info.get(_CLAIM)
     if claim is not None and (claim.scope, claim.request_id) == (scope, request_id):
         return None  # the key this very transaction claimed: no earlier call answered it
-    row = (
-        await session.execute(
-            select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
-                idempotency_keys.c.scope == scope, idempotency_keys.c.request_id == request_id
-            )
-        )
-    ).first()
+    row = (await session.execute(_RECALL, {"scope": scope, "request_id": request_id})).first()
     if row is None:
         return None
     if row.fingerprint != fingerprint(request):
         raise _reused()
     return response_type.FromString(row.response)
+
+
+# Built once: constructing a statement costs more than running a cached one.
+_CLAIM_ONE = (
+    insert(idempotency_keys)
+    .values(
+        scope=bindparam("scope"),
+        request_id=bindparam("request_id"),
+        fingerprint=bindparam("fingerprint"),
+        response=bindparam("response"),
+    )
+    .on_conflict_do_nothing(index_elements=[idempotency_keys.c.scope, idempotency_keys.c.request_id])
+    .returning(idempotency_keys.c.scope)
+)
+_RECALL = select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
+    idempotency_keys.c.scope == bindparam("scope"), idempotency_keys.c.request_id == bindparam("request_id")
+)
 
 
 @dataclass
@@ -160,18 +171,9 @@ async def _claim(
     (or deletes the row) before it commits, and a rollback removes it; ``recall`` in the
     claiming transaction itself knows it for what it is.
     """
-    digest = fingerprint(request)
+    key = {"scope": scope, "request_id": request_id, "fingerprint": fingerprint(request), "response": b""}
     while True:
-        claimed = (
-            await session.execute(
-                insert(idempotency_keys)
-                .values(scope=scope, request_id=request_id, fingerprint=digest, response=b"")
-                .on_conflict_do_nothing(
-                    index_elements=[idempotency_keys.c.scope, idempotency_keys.c.request_id]
-                )
-                .returning(idempotency_keys.c.scope)
-            )
-        ).first()
+        claimed = (await session.execute(_CLAIM_ONE, key)).first()
         if claimed is not None:
             session.info[_CLAIM] = _Claim(scope, request_id)
             return None
